@@ -1,0 +1,1 @@
+//! MeSign HSM daemon.

@@ -1,0 +1,1 @@
+//! MeSign PKCS#11 module.

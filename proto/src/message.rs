@@ -1,0 +1,508 @@
+//! Requests and replies. Each [`RequestBody`] variant names the PKCS#11 call
+//! it serves; the matching [`ReplyBody`] variant carries its result.
+//!
+//! Handles (slots, sessions, objects) are the values the application sees.
+//! The daemon never reuses an object or session handle while it runs.
+
+use minicbor::{Decode, Encode};
+
+/// A byte string, encoded as a CBOR byte string rather than an array.
+pub type Bytes = Vec<u8>;
+
+/// One request frame.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Request {
+    /// Must equal [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION).
+    #[n(0)]
+    pub version: u16,
+    /// Echoed in the reply.
+    #[n(1)]
+    pub id: u64,
+    #[n(2)]
+    pub body: RequestBody,
+}
+
+/// One reply frame.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Reply {
+    /// The id of the request this answers.
+    #[n(0)]
+    pub id: u64,
+    #[n(1)]
+    pub result: ReplyResult,
+}
+
+/// Success with a body, or a PKCS#11 return value.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum ReplyResult {
+    #[n(0)]
+    Ok(#[n(0)] ReplyBody),
+    /// A `CK_RV` other than `CKR_OK`.
+    #[n(1)]
+    Err(#[n(0)] u64),
+}
+
+/// An attribute as it travels: type and value in the wire form of
+/// [`crate::attr`]. `value` is `None` only in queries.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Attribute {
+    #[n(0)]
+    pub ty: u64,
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub value: Bytes,
+}
+
+/// The daemon's answer for one attribute of a `C_GetAttributeValue` query.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum AttributeValue {
+    /// The value in wire form.
+    #[n(0)]
+    Value(#[n(0)] #[cbor(with = "minicbor::bytes")] Bytes),
+    /// The attribute exists but may not be revealed (CKR_ATTRIBUTE_SENSITIVE).
+    #[n(1)]
+    Sensitive,
+    /// The object has no such attribute (CKR_ATTRIBUTE_TYPE_INVALID).
+    #[n(2)]
+    Invalid,
+}
+
+/// How the card is to sign. The module hashes multi-part data itself and for
+/// the hash-and-sign mechanisms sends only the digest, so that the card signs
+/// digests and a signature costs one small request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum SignScheme {
+    /// PKCS#1 v1.5; `input` is a DER DigestInfo (CKM_RSA_PKCS).
+    #[n(0)]
+    RsaPkcs1DigestInfo,
+    /// PKCS#1 v1.5; `input` is the digest computed with `hash`.
+    #[n(1)]
+    RsaPkcs1(#[n(0)] HashAlg),
+    /// RSASSA-PSS; `input` is the digest computed with `hash`.
+    #[n(2)]
+    RsaPss {
+        #[n(0)]
+        hash: HashAlg,
+        #[n(1)]
+        mgf_hash: HashAlg,
+        #[n(2)]
+        salt_len: u32,
+    },
+    /// ECDSA; `input` is a hash of any length (CKM_ECDSA rules); the
+    /// signature is raw `r || s`.
+    #[n(3)]
+    Ecdsa,
+}
+
+/// Hash functions named on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum HashAlg {
+    #[n(0)]
+    Sha1,
+    #[n(1)]
+    Sha224,
+    #[n(2)]
+    Sha256,
+    #[n(3)]
+    Sha384,
+    #[n(4)]
+    Sha512,
+}
+
+impl HashAlg {
+    /// Digest length in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            HashAlg::Sha1 => 20,
+            HashAlg::Sha224 => 28,
+            HashAlg::Sha256 => 32,
+            HashAlg::Sha384 => 48,
+            HashAlg::Sha512 => 64,
+        }
+    }
+}
+
+/// Requests from the module to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum RequestBody {
+    /// First frame on every connection. `app` is a random number the module
+    /// picks at C_Initialize; together with the peer's process id it names
+    /// the application whose sessions and login the connection acts for.
+    #[n(0)]
+    Hello {
+        #[n(0)]
+        app: u64,
+    },
+    /// C_GetSlotList / C_GetSlotInfo.
+    #[n(1)]
+    Slots,
+    /// C_GetTokenInfo.
+    #[n(2)]
+    TokenInfo {
+        #[n(0)]
+        slot: u64,
+    },
+    /// C_GetMechanismList and C_GetMechanismInfo in one go.
+    #[n(3)]
+    Mechanisms {
+        #[n(0)]
+        slot: u64,
+    },
+    /// C_InitToken.
+    #[n(4)]
+    InitToken {
+        #[n(0)]
+        slot: u64,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        so_pin: Bytes,
+        /// 32 bytes, blank padded, as the application gave it.
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        label: Bytes,
+    },
+    /// C_InitPIN (SO session).
+    #[n(5)]
+    InitPin {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        pin: Bytes,
+    },
+    /// C_SetPIN.
+    #[n(6)]
+    SetPin {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        old_pin: Bytes,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        new_pin: Bytes,
+    },
+    /// C_OpenSession. `flags` are the CKF_* session flags.
+    #[n(7)]
+    OpenSession {
+        #[n(0)]
+        slot: u64,
+        #[n(1)]
+        flags: u64,
+    },
+    /// C_CloseSession.
+    #[n(8)]
+    CloseSession {
+        #[n(0)]
+        session: u64,
+    },
+    /// C_CloseAllSessions.
+    #[n(9)]
+    CloseAllSessions {
+        #[n(0)]
+        slot: u64,
+    },
+    /// C_GetSessionInfo.
+    #[n(10)]
+    SessionInfo {
+        #[n(0)]
+        session: u64,
+    },
+    /// C_Login. `user_type` is CKU_SO, CKU_USER or CKU_CONTEXT_SPECIFIC.
+    #[n(11)]
+    Login {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        user_type: u64,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        pin: Bytes,
+    },
+    /// C_Logout.
+    #[n(12)]
+    Logout {
+        #[n(0)]
+        session: u64,
+    },
+    /// C_CreateObject.
+    #[n(13)]
+    CreateObject {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        template: Vec<Attribute>,
+    },
+    /// C_CopyObject.
+    #[n(14)]
+    CopyObject {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        object: u64,
+        #[n(2)]
+        template: Vec<Attribute>,
+    },
+    /// C_DestroyObject.
+    #[n(15)]
+    DestroyObject {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        object: u64,
+    },
+    /// C_GetObjectSize.
+    #[n(16)]
+    ObjectSize {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        object: u64,
+    },
+    /// C_GetAttributeValue: one answer per requested type, in order.
+    #[n(17)]
+    GetAttributes {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        object: u64,
+        #[n(2)]
+        types: Vec<u64>,
+    },
+    /// C_SetAttributeValue.
+    #[n(18)]
+    SetAttributes {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        object: u64,
+        #[n(2)]
+        template: Vec<Attribute>,
+    },
+    /// C_FindObjectsInit: the daemon answers with every matching handle the
+    /// session may see; the module pages through them in C_FindObjects.
+    #[n(19)]
+    FindObjects {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        template: Vec<Attribute>,
+    },
+    /// C_GenerateKeyPair.
+    #[n(20)]
+    GenerateKeyPair {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        mechanism: u64,
+        #[n(2)]
+        public_template: Vec<Attribute>,
+        #[n(3)]
+        private_template: Vec<Attribute>,
+    },
+    /// C_Sign / C_SignFinal: one round trip per signature. The daemon checks
+    /// the session, the login state, the key's CKA_SIGN and
+    /// CKA_ALLOWED_MECHANISMS against `mechanism`, and that `scheme` fits it.
+    #[n(21)]
+    Sign {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        key: u64,
+        #[n(2)]
+        mechanism: u64,
+        #[n(3)]
+        scheme: SignScheme,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
+    /// C_GenerateRandom.
+    #[n(22)]
+    GenerateRandom {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        len: u32,
+    },
+    /// Asks only whether the session handle is valid for this application
+    /// (for calls the module otherwise answers alone, such as C_SeedRandom).
+    #[n(23)]
+    CheckSession {
+        #[n(0)]
+        session: u64,
+    },
+    /// Daemon and card status for the admin CLI.
+    #[n(24)]
+    Status,
+}
+
+/// Slot description for C_GetSlotInfo; one per card.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SlotInfo {
+    #[n(0)]
+    pub slot: u64,
+    /// Up to 64 characters; the module blank-pads.
+    #[n(1)]
+    pub description: String,
+    #[n(2)]
+    pub manufacturer: String,
+    /// CKF_TOKEN_PRESENT, CKF_HW_SLOT, ...
+    #[n(3)]
+    pub flags: u64,
+    #[n(4)]
+    pub hardware_version: (u8, u8),
+    #[n(5)]
+    pub firmware_version: (u8, u8),
+}
+
+/// Token description for C_GetTokenInfo.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TokenInfo {
+    /// 32 bytes, blank padded.
+    #[n(0)]
+    #[cbor(with = "minicbor::bytes")]
+    pub label: Bytes,
+    #[n(1)]
+    pub manufacturer: String,
+    #[n(2)]
+    pub model: String,
+    #[n(3)]
+    pub serial: String,
+    /// CKF_* token flags, including the PIN state flags.
+    #[n(4)]
+    pub flags: u64,
+    #[n(5)]
+    pub max_session_count: u64,
+    #[n(6)]
+    pub session_count: u64,
+    #[n(7)]
+    pub max_rw_session_count: u64,
+    #[n(8)]
+    pub rw_session_count: u64,
+    #[n(9)]
+    pub max_pin_len: u64,
+    #[n(10)]
+    pub min_pin_len: u64,
+    #[n(11)]
+    pub total_public_memory: u64,
+    #[n(12)]
+    pub free_public_memory: u64,
+    #[n(13)]
+    pub total_private_memory: u64,
+    #[n(14)]
+    pub free_private_memory: u64,
+    #[n(15)]
+    pub hardware_version: (u8, u8),
+    #[n(16)]
+    pub firmware_version: (u8, u8),
+    /// "YYYYMMDDhhmmss00" (CKF_CLOCK_ON_TOKEN), or empty.
+    #[n(17)]
+    pub utc_time: String,
+}
+
+/// C_GetMechanismInfo for one mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct MechanismInfo {
+    #[n(0)]
+    pub mechanism: u64,
+    #[n(1)]
+    pub min_key_size: u64,
+    #[n(2)]
+    pub max_key_size: u64,
+    #[n(3)]
+    pub flags: u64,
+}
+
+/// C_GetSessionInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct SessionInfo {
+    #[n(0)]
+    pub slot: u64,
+    /// CKS_* state.
+    #[n(1)]
+    pub state: u64,
+    /// CKF_RW_SESSION | CKF_SERIAL_SESSION.
+    #[n(2)]
+    pub flags: u64,
+    #[n(3)]
+    pub device_error: u64,
+}
+
+/// Daemon status for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Status {
+    #[n(0)]
+    pub daemon_version: String,
+    #[n(1)]
+    pub cards: Vec<CardStatus>,
+}
+
+/// One card as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CardStatus {
+    #[n(0)]
+    pub slot: u64,
+    /// "emulator" or the device path.
+    #[n(1)]
+    pub backend: String,
+    #[n(2)]
+    pub serial: String,
+    #[n(3)]
+    pub firmware_version: (u8, u8),
+    /// False when the card's self-tests failed and it refuses service.
+    #[n(4)]
+    pub operational: bool,
+    #[n(5)]
+    pub token_initialized: bool,
+    #[n(6)]
+    pub objects: u64,
+}
+
+/// Successful replies, one variant per kind of answer.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum ReplyBody {
+    /// Hello, InitToken, InitPin, SetPin, CloseSession, CloseAllSessions,
+    /// Login, Logout, DestroyObject, SetAttributes, CheckSession.
+    #[n(0)]
+    Done,
+    #[n(1)]
+    Hello {
+        #[n(0)]
+        daemon_version: String,
+    },
+    #[n(2)]
+    Slots(#[n(0)] Vec<SlotInfo>),
+    #[n(3)]
+    TokenInfo(#[n(0)] TokenInfo),
+    #[n(4)]
+    Mechanisms(#[n(0)] Vec<MechanismInfo>),
+    /// OpenSession.
+    #[n(5)]
+    Session(#[n(0)] u64),
+    #[n(6)]
+    SessionInfo(#[n(0)] SessionInfo),
+    /// CreateObject, CopyObject.
+    #[n(7)]
+    Object(#[n(0)] u64),
+    #[n(8)]
+    ObjectSize(#[n(0)] u64),
+    /// GetAttributes, in the order asked.
+    #[n(9)]
+    Attributes(#[n(0)] Vec<AttributeValue>),
+    /// FindObjects.
+    #[n(10)]
+    Objects(#[n(0)] Vec<u64>),
+    #[n(11)]
+    KeyPair {
+        #[n(0)]
+        public: u64,
+        #[n(1)]
+        private: u64,
+    },
+    /// Sign, GenerateRandom.
+    #[n(12)]
+    Bytes(#[n(0)] #[cbor(with = "minicbor::bytes")] Bytes),
+    #[n(13)]
+    Status(#[n(0)] Status),
+}
