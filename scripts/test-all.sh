@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages, cargo tools) and runs every
+# test: formatting, lints, the unit and integration tests of every crate, the
+# conformance suite against our module and SoftHSMv2, the pkcs11-tool end to
+# end run, and the supply-chain audit. The README's test command; .ci/run
+# calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "Debian packages"
+packages=(softhsm2 opensc openssl)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+else
+    echo "all present: ${packages[*]}"
+fi
+
+step "cargo tools"
+if ! cargo audit --version >/dev/null 2>&1; then
+    cargo install --locked cargo-audit
+fi
+cargo audit --version
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build (the tests start the daemon, the card emulator and load the module from target/)"
+cargo build --workspace --locked
+
+step "tests"
+cargo test --workspace --locked
+
+step "fuzz smoke run (each wire decoder, bounded time)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+for target in wire_request wire_reply; do
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time=20 -rss_limit_mb=1024)
+done
+
+step "supply chain: the RSA verifier stays a test-only dependency"
+if [ -n "$(cargo tree --workspace --edges normal,build --invert rsa --locked 2>/dev/null)" ]; then
+    echo "the rsa crate (RUSTSEC-2023-0071) reached a product dependency tree" >&2
+    exit 1
+fi
+echo "rsa is used by tests only"
+
+step "supply chain: cargo audit against the offline advisory database"
+advisory_db="$(pwd)/../shared/advisory-db"
+if [ ! -d "$advisory_db" ]; then
+    echo "advisory database not found at $advisory_db" >&2
+    exit 1
+fi
+cargo audit --db "$advisory_db" --no-fetch
