@@ -12,17 +12,34 @@ fn main() -> std::io::Result<()> {
         RequestBody::Hello { app: 42 },
         RequestBody::Slots,
         RequestBody::TokenInfo { slot: 0 },
-        RequestBody::Login { session: 1, user_type: 1, pin: b"123456".to_vec() },
-        RequestBody::GetAttributes { session: 1, object: 2, types: vec![0, 3, 0x11] },
+        RequestBody::Login {
+            session: 1,
+            user_type: 1,
+            pin: b"123456".to_vec(),
+        },
+        RequestBody::GetAttributes {
+            session: 1,
+            object: 2,
+            types: vec![0, 3, 0x11],
+        },
         RequestBody::FindObjects {
             session: 1,
-            template: vec![Attribute { ty: 3, value: b"label".to_vec() }],
+            template: vec![Attribute {
+                ty: 3,
+                value: b"label".to_vec(),
+            }],
         },
         RequestBody::GenerateKeyPair {
             session: 1,
             mechanism: 0x1040,
-            public_template: vec![Attribute { ty: 0x180, value: vec![6, 8, 42, 134, 72, 206, 61, 3, 1, 7] }],
-            private_template: vec![Attribute { ty: 0x108, value: vec![1] }],
+            public_template: vec![Attribute {
+                ty: 0x180,
+                value: vec![6, 8, 42, 134, 72, 206, 61, 3, 1, 7],
+            }],
+            private_template: vec![Attribute {
+                ty: 0x108,
+                value: vec![1],
+            }],
         },
         RequestBody::Sign {
             session: 1,
@@ -35,7 +52,11 @@ fn main() -> std::io::Result<()> {
             session: 1,
             key: 2,
             mechanism: 0x43,
-            scheme: SignScheme::RsaPss { hash: HashAlg::Sha256, mgf_hash: HashAlg::Sha256, salt_len: 32 },
+            scheme: SignScheme::RsaPss {
+                hash: HashAlg::Sha256,
+                mgf_hash: HashAlg::Sha256,
+                salt_len: 32,
+            },
             input: vec![9; 32],
         },
     ];
@@ -54,13 +75,26 @@ fn main() -> std::io::Result<()> {
     let dir = Path::new("fuzz/corpus/wire_request");
     fs::create_dir_all(dir)?;
     for (i, body) in requests.into_iter().enumerate() {
-        encode_frame(&Request { version: PROTOCOL_VERSION, id: i as u64, body }, &mut frame);
+        encode_frame(
+            &Request {
+                version: PROTOCOL_VERSION,
+                id: i as u64,
+                body,
+            },
+            &mut frame,
+        );
         fs::write(dir.join(format!("seed-{i:02}")), &frame)?;
     }
     let dir = Path::new("fuzz/corpus/wire_reply");
     fs::create_dir_all(dir)?;
     for (i, result) in replies.into_iter().enumerate() {
-        encode_frame(&Reply { id: i as u64, result }, &mut frame);
+        encode_frame(
+            &Reply {
+                id: i as u64,
+                result,
+            },
+            &mut frame,
+        );
         fs::write(dir.join(format!("seed-{i:02}")), &frame[4..])?;
     }
     Ok(())

@@ -28,19 +28,60 @@ pub enum AttrKind {
 /// [`AttrKind::Bytes`]; the daemon rejects the types it does not know.
 pub fn kind(ty: u64) -> AttrKind {
     match ty as CK_ATTRIBUTE_TYPE {
-        CKA_TOKEN | CKA_PRIVATE | CKA_TRUSTED | CKA_SENSITIVE | CKA_ENCRYPT | CKA_DECRYPT
-        | CKA_WRAP | CKA_UNWRAP | CKA_SIGN | CKA_SIGN_RECOVER | CKA_VERIFY
-        | CKA_VERIFY_RECOVER | CKA_DERIVE | CKA_EXTRACTABLE | CKA_LOCAL
-        | CKA_NEVER_EXTRACTABLE | CKA_ALWAYS_SENSITIVE | CKA_MODIFIABLE | CKA_COPYABLE
-        | CKA_DESTROYABLE | CKA_ALWAYS_AUTHENTICATE | CKA_WRAP_WITH_TRUSTED | CKA_RESET_ON_INIT
-        | CKA_HAS_RESET | CKA_COLOR | CKA_OTP_USER_IDENTIFIER => AttrKind::Bool,
-        CKA_CLASS | CKA_CERTIFICATE_TYPE | CKA_KEY_TYPE | CKA_MODULUS_BITS | CKA_VALUE_LEN
-        | CKA_KEY_GEN_MECHANISM | CKA_CERTIFICATE_CATEGORY | CKA_JAVA_MIDP_SECURITY_DOMAIN
-        | CKA_NAME_HASH_ALGORITHM | CKA_PRIME_BITS | CKA_SUBPRIME_BITS | CKA_VALUE_BITS
-        | CKA_MECHANISM_TYPE | CKA_HW_FEATURE_TYPE | CKA_PROFILE_ID | CKA_PIXEL_X
-        | CKA_PIXEL_Y | CKA_RESOLUTION | CKA_CHAR_ROWS | CKA_CHAR_COLUMNS | CKA_BITS_PER_PIXEL
-        | CKA_OTP_FORMAT | CKA_OTP_LENGTH | CKA_OTP_TIME_INTERVAL | CKA_OTP_CHALLENGE_REQUIREMENT
-        | CKA_OTP_TIME_REQUIREMENT | CKA_OTP_COUNTER_REQUIREMENT | CKA_OTP_PIN_REQUIREMENT
+        CKA_TOKEN
+        | CKA_PRIVATE
+        | CKA_TRUSTED
+        | CKA_SENSITIVE
+        | CKA_ENCRYPT
+        | CKA_DECRYPT
+        | CKA_WRAP
+        | CKA_UNWRAP
+        | CKA_SIGN
+        | CKA_SIGN_RECOVER
+        | CKA_VERIFY
+        | CKA_VERIFY_RECOVER
+        | CKA_DERIVE
+        | CKA_EXTRACTABLE
+        | CKA_LOCAL
+        | CKA_NEVER_EXTRACTABLE
+        | CKA_ALWAYS_SENSITIVE
+        | CKA_MODIFIABLE
+        | CKA_COPYABLE
+        | CKA_DESTROYABLE
+        | CKA_ALWAYS_AUTHENTICATE
+        | CKA_WRAP_WITH_TRUSTED
+        | CKA_RESET_ON_INIT
+        | CKA_HAS_RESET
+        | CKA_COLOR
+        | CKA_OTP_USER_IDENTIFIER => AttrKind::Bool,
+        CKA_CLASS
+        | CKA_CERTIFICATE_TYPE
+        | CKA_KEY_TYPE
+        | CKA_MODULUS_BITS
+        | CKA_VALUE_LEN
+        | CKA_KEY_GEN_MECHANISM
+        | CKA_CERTIFICATE_CATEGORY
+        | CKA_JAVA_MIDP_SECURITY_DOMAIN
+        | CKA_NAME_HASH_ALGORITHM
+        | CKA_PRIME_BITS
+        | CKA_SUBPRIME_BITS
+        | CKA_VALUE_BITS
+        | CKA_MECHANISM_TYPE
+        | CKA_HW_FEATURE_TYPE
+        | CKA_PROFILE_ID
+        | CKA_PIXEL_X
+        | CKA_PIXEL_Y
+        | CKA_RESOLUTION
+        | CKA_CHAR_ROWS
+        | CKA_CHAR_COLUMNS
+        | CKA_BITS_PER_PIXEL
+        | CKA_OTP_FORMAT
+        | CKA_OTP_LENGTH
+        | CKA_OTP_TIME_INTERVAL
+        | CKA_OTP_CHALLENGE_REQUIREMENT
+        | CKA_OTP_TIME_REQUIREMENT
+        | CKA_OTP_COUNTER_REQUIREMENT
+        | CKA_OTP_PIN_REQUIREMENT
         | CKA_OTP_USER_FRIENDLY_MODE => AttrKind::Ulong,
         CKA_ALLOWED_MECHANISMS => AttrKind::UlongArray,
         CKA_START_DATE | CKA_END_DATE => AttrKind::Date,
@@ -83,7 +124,11 @@ pub fn read_ulong_array(v: &[u8]) -> Option<Vec<u64>> {
     if v.len() % 8 != 0 {
         return None;
     }
-    Some(v.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+    Some(
+        v.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -92,11 +137,11 @@ mod tests {
 
     #[test]
     fn kinds_of_common_attributes() {
-        assert_eq!(kind(CKA_SIGN as u64), AttrKind::Bool);
-        assert_eq!(kind(CKA_CLASS as u64), AttrKind::Ulong);
-        assert_eq!(kind(CKA_ALLOWED_MECHANISMS as u64), AttrKind::UlongArray);
-        assert_eq!(kind(CKA_LABEL as u64), AttrKind::Bytes);
-        assert_eq!(kind(CKA_START_DATE as u64), AttrKind::Date);
+        assert_eq!(kind(CKA_SIGN), AttrKind::Bool);
+        assert_eq!(kind(CKA_CLASS), AttrKind::Ulong);
+        assert_eq!(kind(CKA_ALLOWED_MECHANISMS), AttrKind::UlongArray);
+        assert_eq!(kind(CKA_LABEL), AttrKind::Bytes);
+        assert_eq!(kind(CKA_START_DATE), AttrKind::Date);
     }
 
     #[test]
@@ -105,7 +150,10 @@ mod tests {
         assert_eq!(read_ulong(&[1, 2, 3]), None);
         assert_eq!(read_bool(&bool_value(true)), Some(true));
         assert_eq!(read_bool(&[]), None);
-        assert_eq!(read_ulong_array(&ulong_array_value(&[1, 2])), Some(vec![1, 2]));
+        assert_eq!(
+            read_ulong_array(&ulong_array_value(&[1, 2])),
+            Some(vec![1, 2])
+        );
         assert_eq!(read_ulong_array(&[0; 9]), None);
     }
 }

@@ -22,7 +22,9 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::Io(e) => write!(f, "transport error: {e}"),
-            FrameError::TooLarge(n) => write!(f, "frame of {n} bytes exceeds the limit of {MAX_FRAME}"),
+            FrameError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes exceeds the limit of {MAX_FRAME}")
+            }
             FrameError::Malformed(e) => write!(f, "malformed frame: {e}"),
         }
     }
@@ -56,7 +58,11 @@ pub fn decode_frame_body<'b, T: Decode<'b, ()>>(body: &'b [u8]) -> Result<T, Fra
 }
 
 /// Writes `msg` as one frame, using `buf` as scratch space.
-pub fn write_frame<T: Encode<()>>(w: &mut impl Write, msg: &T, buf: &mut Vec<u8>) -> io::Result<()> {
+pub fn write_frame<T: Encode<()>>(
+    w: &mut impl Write,
+    msg: &T,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
     encode_frame(msg, buf);
     w.write_all(buf)
 }

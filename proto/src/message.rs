@@ -33,6 +33,9 @@ pub struct Reply {
 }
 
 /// Success with a body, or a PKCS#11 return value.
+// A reply is built and decoded once per call; boxing the larger bodies would
+// cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum ReplyResult {
     #[n(0)]
@@ -58,7 +61,11 @@ pub struct Attribute {
 pub enum AttributeValue {
     /// The value in wire form.
     #[n(0)]
-    Value(#[n(0)] #[cbor(with = "minicbor::bytes")] Bytes),
+    Value(
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        Bytes,
+    ),
     /// The attribute exists but may not be revealed (CKR_ATTRIBUTE_SENSITIVE).
     #[n(1)]
     Sensitive,
@@ -111,6 +118,7 @@ pub enum HashAlg {
 
 impl HashAlg {
     /// Digest length in bytes.
+    #[allow(clippy::len_without_is_empty)] // a digest is never empty
     pub fn len(self) -> usize {
         match self {
             HashAlg::Sha1 => 20,
@@ -502,7 +510,11 @@ pub enum ReplyBody {
     },
     /// Sign, GenerateRandom.
     #[n(12)]
-    Bytes(#[n(0)] #[cbor(with = "minicbor::bytes")] Bytes),
+    Bytes(
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        Bytes,
+    ),
     #[n(13)]
     Status(#[n(0)] Status),
 }

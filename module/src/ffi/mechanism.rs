@@ -1,0 +1,110 @@
+//! Reading `CK_MECHANISM` and its parameter structures.
+
+use cryptoki_sys::{CK_MECHANISM, CK_MECHANISM_TYPE, CK_RSA_PKCS_PSS_PARAMS};
+
+use crate::error::Error;
+
+/// A mechanism as the application passed it; the parameter is checked
+/// against the mechanism by [`RawMechanism::no_parameter`] or
+/// [`RawMechanism::pss_params`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawMechanism {
+    pub ty: CK_MECHANISM_TYPE,
+    parameter: *const std::ffi::c_void,
+    parameter_len: usize,
+}
+
+/// Reads the application's mechanism; NULL is `CKR_ARGUMENTS_BAD`.
+pub(crate) fn mechanism(mechanism: *const CK_MECHANISM) -> Result<RawMechanism, Error> {
+    if mechanism.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // SAFETY: non-NULL and, by the calling contract, a valid CK_MECHANISM.
+    let m = unsafe { std::ptr::read_unaligned(mechanism) };
+    Ok(RawMechanism {
+        ty: m.mechanism,
+        parameter: m.pParameter,
+        parameter_len: usize::try_from(m.ulParameterLen).map_err(|_| Error::ArgumentsBad)?,
+    })
+}
+
+impl RawMechanism {
+    /// A mechanism built in Rust (tests, internal callers).
+    #[cfg(test)]
+    pub(crate) fn from_parts(
+        ty: CK_MECHANISM_TYPE,
+        parameter: *const std::ffi::c_void,
+        len: usize,
+    ) -> Self {
+        RawMechanism {
+            ty,
+            parameter,
+            parameter_len: len,
+        }
+    }
+
+    /// For mechanisms without a parameter: pParameter must be NULL and
+    /// ulParameterLen zero.
+    pub(crate) fn no_parameter(&self) -> Result<(), Error> {
+        if self.parameter.is_null() && self.parameter_len == 0 {
+            Ok(())
+        } else {
+            Err(Error::MechanismParamInvalid(self.ty))
+        }
+    }
+
+    /// The `CK_RSA_PKCS_PSS_PARAMS`, if present with exactly its size.
+    pub(crate) fn pss_params(&self) -> Result<CK_RSA_PKCS_PSS_PARAMS, Error> {
+        if self.parameter.is_null() || self.parameter_len != size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
+            return Err(Error::MechanismParamInvalid(self.ty));
+        }
+        // SAFETY: non-NULL, and the application declared exactly the size of
+        // the structure; read_unaligned copes with any alignment.
+        Ok(unsafe { std::ptr::read_unaligned(self.parameter.cast::<CK_RSA_PKCS_PSS_PARAMS>()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki_sys::*;
+
+    #[test]
+    fn parameter_presence_is_checked() {
+        let none = RawMechanism::from_parts(CKM_ECDSA, std::ptr::null(), 0);
+        assert_eq!(none.no_parameter(), Ok(()));
+        assert_eq!(
+            none.pss_params().unwrap_err(),
+            Error::MechanismParamInvalid(CKM_ECDSA)
+        );
+        let byte = 0u8;
+        let some = RawMechanism::from_parts(CKM_ECDSA, (&byte as *const u8).cast(), 1);
+        assert_eq!(
+            some.no_parameter(),
+            Err(Error::MechanismParamInvalid(CKM_ECDSA))
+        );
+    }
+
+    #[test]
+    fn pss_params_need_their_exact_size() {
+        let p = CK_RSA_PKCS_PSS_PARAMS {
+            hashAlg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            sLen: 32,
+        };
+        let ptr = (&p as *const CK_RSA_PKCS_PSS_PARAMS).cast();
+        let ok =
+            RawMechanism::from_parts(CKM_RSA_PKCS_PSS, ptr, size_of::<CK_RSA_PKCS_PSS_PARAMS>());
+        assert_eq!(ok.pss_params().unwrap().sLen, 32);
+        let short = RawMechanism::from_parts(CKM_RSA_PKCS_PSS, ptr, 16);
+        assert!(short.pss_params().is_err());
+    }
+
+    #[test]
+    fn null_mechanism_is_bad_arguments() {
+        assert_eq!(
+            mechanism(std::ptr::null()).unwrap_err(),
+            Error::ArgumentsBad
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! What signing and verifying need to know about a key, fetched with one
+//! GetAttributes request at *Init: class, type, usage flag, allowed
+//! mechanisms, and the sizes that answer length queries without the card.
+
+use cryptoki_sys::*;
+use mesign_proto::{attr, AttributeValue, ReplyBody, RequestBody};
+
+use crate::error::Error;
+use crate::library::Library;
+use crate::mechanism::{KeyFamily, SignMechanism};
+
+/// The NIST curves the card signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Curve {
+    P256,
+    P384,
+    P521,
+}
+
+impl Curve {
+    /// Bytes of one scalar; an ECDSA signature is twice this.
+    pub(crate) fn scalar_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+
+    /// Recognises CKA_EC_PARAMS holding a named-curve OID.
+    pub(crate) fn from_ec_params(params: &[u8]) -> Option<Curve> {
+        const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+        const P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+        match params {
+            P256 => Some(Curve::P256),
+            P384 => Some(Curve::P384),
+            P521 => Some(Curve::P521),
+            _ => None,
+        }
+    }
+}
+
+/// A key's attributes as far as signing or verifying cares.
+#[derive(Debug, Default)]
+pub(crate) struct KeyAttrs {
+    pub class: Option<u64>,
+    pub key_type: Option<u64>,
+    pub usage: Option<bool>,
+    pub allowed: Option<Vec<u64>>,
+    pub modulus: Option<Vec<u8>>,
+    pub public_exponent: Option<Vec<u8>>,
+    pub ec_params: Option<Vec<u8>>,
+    pub ec_point: Option<Vec<u8>>,
+}
+
+/// Fetches the attributes in one request; `usage` is CKA_SIGN or CKA_VERIFY.
+pub(crate) fn fetch(
+    lib: &Library,
+    session: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    usage: CK_ATTRIBUTE_TYPE,
+) -> Result<KeyAttrs, Error> {
+    let types = [
+        CKA_CLASS,
+        CKA_KEY_TYPE,
+        usage,
+        CKA_ALLOWED_MECHANISMS,
+        CKA_MODULUS,
+        CKA_PUBLIC_EXPONENT,
+        CKA_EC_PARAMS,
+        CKA_EC_POINT,
+    ];
+    let request = RequestBody::GetAttributes {
+        session,
+        object: key,
+        types: types.to_vec(),
+    };
+    let answers = match lib.daemon.call(request) {
+        Ok(ReplyBody::Attributes(a)) if a.len() == types.len() => a,
+        Ok(_) => return Err(Error::Transport),
+        Err(Error::Daemon(CKR_OBJECT_HANDLE_INVALID)) => return Err(Error::KeyHandleInvalid(key)),
+        Err(e) => return Err(e),
+    };
+    let values: Vec<Option<Vec<u8>>> = answers
+        .into_iter()
+        .map(|a| match a {
+            AttributeValue::Value(v) => Some(v),
+            AttributeValue::Sensitive | AttributeValue::Invalid => None,
+        })
+        .collect();
+    let [class, key_type, usage, allowed, modulus, public_exponent, ec_params, ec_point]: [Option<
+        Vec<u8>,
+    >;
+        8] = values.try_into().map_err(|_| Error::Transport)?;
+    Ok(KeyAttrs {
+        class: class.as_deref().and_then(attr::read_ulong),
+        key_type: key_type.as_deref().and_then(attr::read_ulong),
+        usage: usage.as_deref().and_then(attr::read_bool),
+        allowed: allowed.as_deref().and_then(attr::read_ulong_array),
+        modulus,
+        public_exponent,
+        ec_params,
+        ec_point,
+    })
+}
+
+impl KeyAttrs {
+    /// The checks every *Init makes: usage allowed, class and key type fit
+    /// the mechanism, mechanism listed in CKA_ALLOWED_MECHANISMS (if set).
+    pub(crate) fn check(
+        &self,
+        class: CK_OBJECT_CLASS,
+        mechanism: &SignMechanism,
+    ) -> Result<(), Error> {
+        if self.usage != Some(true) {
+            return Err(Error::KeyFunctionNotPermitted);
+        }
+        if self.class != Some(class) {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        let expected = match mechanism.family() {
+            KeyFamily::Rsa => CKK_RSA,
+            KeyFamily::Ec => CKK_EC,
+        };
+        if self.key_type != Some(expected) {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        match &self.allowed {
+            Some(list) if !list.is_empty() && !list.contains(&mechanism.ty) => {
+                Err(Error::MechanismInvalid(mechanism.ty))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The modulus without leading zero bytes.
+    pub(crate) fn modulus(&self) -> Result<&[u8], Error> {
+        let m = self.modulus.as_deref().ok_or(Error::KeyTypeInconsistent)?;
+        let m = strip_zeros(m);
+        if m.is_empty() {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        Ok(m)
+    }
+
+    pub(crate) fn curve(&self) -> Result<Curve, Error> {
+        self.ec_params
+            .as_deref()
+            .and_then(Curve::from_ec_params)
+            .ok_or(Error::KeyTypeInconsistent)
+    }
+
+    /// The signature length for this key, from metadata alone.
+    pub(crate) fn signature_len(&self, family: KeyFamily) -> Result<usize, Error> {
+        match family {
+            KeyFamily::Rsa => self.modulus().map(<[u8]>::len),
+            KeyFamily::Ec => self.curve().map(|c| 2 * c.scalar_len()),
+        }
+    }
+}
+
+/// Big-endian integer bytes without leading zeros.
+pub(crate) fn strip_zeros(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != 0).unwrap_or(v.len());
+    &v[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mechanism::SignKind;
+
+    fn ec_key() -> KeyAttrs {
+        KeyAttrs {
+            class: Some(CKO_PRIVATE_KEY),
+            key_type: Some(CKK_EC),
+            usage: Some(true),
+            ec_params: Some(vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn checks_usage_type_and_allowed_mechanisms() {
+        let ecdsa = SignMechanism {
+            ty: CKM_ECDSA,
+            kind: SignKind::Ecdsa,
+        };
+        let rsa = SignMechanism {
+            ty: CKM_RSA_PKCS,
+            kind: SignKind::RsaPkcs,
+        };
+        let mut k = ec_key();
+        assert_eq!(k.check(CKO_PRIVATE_KEY, &ecdsa), Ok(()));
+        assert_eq!(k.signature_len(KeyFamily::Ec), Ok(96));
+        assert_eq!(
+            k.check(CKO_PRIVATE_KEY, &rsa),
+            Err(Error::KeyTypeInconsistent)
+        );
+        assert_eq!(
+            k.check(CKO_PUBLIC_KEY, &ecdsa),
+            Err(Error::KeyTypeInconsistent)
+        );
+        k.allowed = Some(vec![CKM_ECDSA_SHA256]);
+        assert_eq!(
+            k.check(CKO_PRIVATE_KEY, &ecdsa),
+            Err(Error::MechanismInvalid(CKM_ECDSA))
+        );
+        k.usage = Some(false);
+        assert_eq!(
+            k.check(CKO_PRIVATE_KEY, &ecdsa),
+            Err(Error::KeyFunctionNotPermitted)
+        );
+    }
+
+    #[test]
+    fn rsa_length_comes_from_the_modulus() {
+        let mut m = vec![0u8];
+        m.extend(vec![0xc5; 256]);
+        let k = KeyAttrs {
+            modulus: Some(m),
+            ..Default::default()
+        };
+        assert_eq!(k.signature_len(KeyFamily::Rsa), Ok(256));
+        assert_eq!(
+            Curve::from_ec_params(&[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
+            Some(Curve::P256)
+        );
+        assert_eq!(Curve::from_ec_params(&[0x06, 0x01, 0x00]), None);
+    }
+}

@@ -1,0 +1,33 @@
+//! One initialised instance of the library: who we are to the daemon, the
+//! connections to it, and the sessions this application opened.
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+
+use crate::config;
+use crate::connection::Daemon;
+use crate::error::Error;
+use crate::sessions::Sessions;
+
+/// State created by C_Initialize and dropped by C_Finalize.
+pub(crate) struct Library {
+    /// The process that initialised us; another pid means we were forked.
+    pub pid: u32,
+    pub daemon: Daemon,
+    pub sessions: Sessions,
+}
+
+impl Library {
+    /// Picks a random application id and resolves the socket path; the
+    /// daemon is contacted lazily, so C_Initialize works without it.
+    pub(crate) fn new() -> Result<Self, Error> {
+        let mut app = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut app)
+            .map_err(|_| Error::Transport)?;
+        Ok(Library {
+            pid: std::process::id(),
+            daemon: Daemon::new(config::socket_path(), u64::from_ne_bytes(app)),
+            sessions: Sessions::default(),
+        })
+    }
+}

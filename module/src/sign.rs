@@ -1,0 +1,218 @@
+//! C_SignInit / C_Sign / C_SignUpdate / C_SignFinal (PKCS#11 3.0 §5.12).
+//!
+//! The key's metadata is fetched once at init, so length queries never
+//! reach the daemon and a too-small buffer is refused before the card
+//! works. Hash-and-sign mechanisms hash in the module and send only the
+//! digest: every signature is exactly one `Sign` round trip.
+
+use aws_lc_rs::digest::Context;
+use cryptoki_sys::*;
+use mesign_proto::{ReplyBody, RequestBody, MAX_DATA};
+
+use crate::digest::algorithm;
+use crate::entry::with_library;
+use crate::error::Error;
+use crate::ffi::{self, Fill, OutBuf};
+use crate::key_info;
+use crate::library::Library;
+use crate::mechanism::{sign_mechanism, SignKind, SignMechanism};
+use crate::sessions::{drive, ensure_idle, Step};
+
+/// An active signing operation.
+pub(crate) struct SignOp {
+    key: CK_OBJECT_HANDLE,
+    mechanism: SignMechanism,
+    /// The signature length, known from the key's modulus or curve.
+    signature_len: usize,
+    /// For hash-and-sign mechanisms: the running hash.
+    hasher: Option<Context>,
+    /// C_SignUpdate was called, so C_Sign is no longer allowed.
+    multi_part: bool,
+}
+
+impl SignOp {
+    fn start(
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        mechanism: SignMechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<Self, Error> {
+        let attrs = key_info::fetch(lib, session, key, CKA_SIGN)?;
+        attrs.check(CKO_PRIVATE_KEY, &mechanism)?;
+        Ok(SignOp {
+            key,
+            mechanism,
+            signature_len: attrs.signature_len(mechanism.family())?,
+            hasher: mechanism.module_hash().map(|h| Context::new(algorithm(h))),
+            multi_part: false,
+        })
+    }
+
+    /// The card's input for single-part data: the digest for hash-and-sign
+    /// mechanisms, else the data after the mechanism's length rules.
+    fn input(&self, data: &[u8]) -> Result<Vec<u8>, Error> {
+        let too_long = Error::DataLenRange { len: data.len() };
+        match self.mechanism.kind {
+            SignKind::RsaPkcs if data.len() + 11 > self.signature_len => Err(too_long),
+            SignKind::RsaPss(p) if data.len() != p.hash.len() => Err(too_long),
+            SignKind::Ecdsa if data.is_empty() || data.len() > MAX_DATA => Err(too_long),
+            SignKind::RsaPkcs | SignKind::RsaPss(_) | SignKind::Ecdsa => Ok(data.to_vec()),
+            SignKind::RsaPkcsHashed(_) | SignKind::RsaPssHashed(_) | SignKind::EcdsaHashed(_) => {
+                let mut ctx = self.hasher.clone().ok_or(Error::OperationNotInitialized)?;
+                ctx.update(data);
+                Ok(ctx.finish().as_ref().to_vec())
+            }
+        }
+    }
+
+    /// Signs `input` on the card and hands the signature out.
+    fn sign(
+        &self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        input: Vec<u8>,
+        out: &mut OutBuf<u8>,
+    ) -> Result<Step, Error> {
+        let request = RequestBody::Sign {
+            session,
+            key: self.key,
+            mechanism: self.mechanism.ty,
+            scheme: self.mechanism.scheme(),
+            input,
+        };
+        match lib.daemon.call(request)? {
+            ReplyBody::Bytes(signature) => {
+                out.put(&signature)?;
+                Ok(Step::Finished)
+            }
+            _ => Err(Error::Transport),
+        }
+    }
+}
+
+pub(crate) extern "C" fn fn_c_sign_init(
+    session: CK_SESSION_HANDLE,
+    mechanism: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    with_library(|lib| {
+        let mechanism = sign_mechanism(&ffi::mechanism(mechanism)?)?;
+        lib.sessions.with(session, |s| {
+            ensure_idle(&s.sign)?;
+            s.sign = Some(SignOp::start(lib, session, mechanism, key)?);
+            Ok(())
+        })?
+    })
+}
+
+pub(crate) extern "C" fn fn_c_sign(
+    session: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    signature: *mut CK_BYTE,
+    signature_len: *mut CK_ULONG,
+) -> CK_RV {
+    with_library(|lib| {
+        lib.sessions.with(session, |s| {
+            drive(&mut s.sign, |op| {
+                if op.multi_part {
+                    return Err(Error::OperationActive);
+                }
+                let mut out = OutBuf::new(signature, signature_len)?;
+                if out.prepare(op.signature_len)? == Fill::LengthOnly {
+                    return Ok(Step::Continue);
+                }
+                let input = op.input(ffi::input(data, data_len)?)?;
+                op.sign(lib, session, input, &mut out)
+            })
+        })?
+    })
+}
+
+/// Only hash-and-sign mechanisms are multi-part; like SoftHSMv2, the raw
+/// ones (CKM_RSA_PKCS, CKM_RSA_PKCS_PSS, CKM_ECDSA) answer
+/// `CKR_FUNCTION_NOT_SUPPORTED` and end the operation.
+pub(crate) extern "C" fn fn_c_sign_update(
+    session: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    part_len: CK_ULONG,
+) -> CK_RV {
+    with_library(|lib| {
+        lib.sessions.with(session, |s| {
+            drive(&mut s.sign, |op| {
+                let hasher = op.hasher.as_mut().ok_or(Error::FunctionNotSupported)?;
+                hasher.update(ffi::input(part, part_len)?);
+                op.multi_part = true;
+                Ok(Step::Continue)
+            })
+        })?
+    })
+}
+
+pub(crate) extern "C" fn fn_c_sign_final(
+    session: CK_SESSION_HANDLE,
+    signature: *mut CK_BYTE,
+    signature_len: *mut CK_ULONG,
+) -> CK_RV {
+    with_library(|lib| {
+        lib.sessions.with(session, |s| {
+            drive(&mut s.sign, |op| {
+                let hasher = op.hasher.clone().ok_or(Error::FunctionNotSupported)?;
+                let mut out = OutBuf::new(signature, signature_len)?;
+                if out.prepare(op.signature_len)? == Fill::LengthOnly {
+                    return Ok(Step::Continue);
+                }
+                op.sign(lib, session, hasher.finish().as_ref().to_vec(), &mut out)
+            })
+        })?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mechanism::{KeyFamily, Pss};
+    use mesign_proto::HashAlg;
+
+    fn op(kind: SignKind, signature_len: usize) -> SignOp {
+        let mechanism = SignMechanism {
+            ty: CKM_ECDSA,
+            kind,
+        };
+        SignOp {
+            key: 1,
+            mechanism,
+            signature_len,
+            hasher: mechanism.module_hash().map(|h| Context::new(algorithm(h))),
+            multi_part: false,
+        }
+    }
+
+    #[test]
+    fn raw_inputs_follow_the_mechanism_length_rules() {
+        let rsa = op(SignKind::RsaPkcs, 256);
+        assert_eq!(rsa.input(&[1; 245]).unwrap().len(), 245);
+        assert_eq!(
+            rsa.input(&[1; 246]).unwrap_err(),
+            Error::DataLenRange { len: 246 }
+        );
+        let pss = Pss {
+            hash: HashAlg::Sha256,
+            mgf_hash: HashAlg::Sha256,
+            salt_len: 32,
+        };
+        let pss = op(SignKind::RsaPss(pss), 256);
+        assert!(pss.input(&[0; 32]).is_ok());
+        assert!(pss.input(&[0; 33]).is_err());
+        let ecdsa = op(SignKind::Ecdsa, 64);
+        assert_eq!(ecdsa.input(&[7; 20]).unwrap(), vec![7; 20]);
+    }
+
+    #[test]
+    fn hash_and_sign_sends_the_digest() {
+        let op = op(SignKind::EcdsaHashed(HashAlg::Sha384), 96);
+        let expected = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, b"abc");
+        assert_eq!(op.input(b"abc").unwrap(), expected.as_ref());
+        assert_eq!(op.mechanism.family(), KeyFamily::Ec);
+    }
+}
