@@ -229,7 +229,11 @@ pub enum CardResponse {
     },
     /// A signature or random bytes.
     #[n(2)]
-    Bytes(#[n(0)] #[cbor(with = "minicbor::bytes")] Bytes),
+    Bytes(
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        Bytes,
+    ),
 }
 
 /// Why the card refused a command. The daemon maps these to CK_RV.

@@ -4,8 +4,40 @@
 //! [`command::CardRequest`], places it in a data slot of a shared-memory
 //! command ring, posts a submission entry and rings the doorbell; the card's
 //! firmware executes it, writes a completion entry and raises the completion
-//! interrupt. Below that ring sit the backends: the software emulator (the
-//! default; its firmware runs as the separate process `mesign-card-emu`, so
-//! key material never enters the daemon) and, later, real devices.
+//! interrupt. Layout of the crate, top down:
+//!
+//! - [`card`]: [`Card`], the host side the daemon calls (slots, submission,
+//!   the reaper thread that validates completions, timeouts).
+//! - [`device`]: [`Device`], the one trait a backend implements (region,
+//!   doorbell, interrupt).
+//! - [`region`]: the shared-memory layout and its SPSC rings; the crate's
+//!   only `unsafe` code.
+//! - [`emulator`]: the software emulator backend — host side
+//!   ([`spawn_emulator`], [`connect_emulator`]) and, in
+//!   [`emulator::server`], the card side run by the `mesign-card-emu`
+//!   process, so key material never enters the daemon.
+//! - [`firmware`]: what executes commands on the card: master key, key
+//!   generation with pairwise tests, blob wrapping, signing, power-on
+//!   self-tests, process hardening. Built on aws-lc-rs.
+//! - [`command`]: the command and answer types (the fixed contract).
+//!
+//! A real-device backend (vendor character device or VFIO) would implement
+//! [`Device`] over a mapped BAR and kernel eventfds; none exists yet.
 
+#![deny(unsafe_code)]
+
+pub mod card;
 pub mod command;
+pub mod device;
+pub mod emulator;
+mod error;
+mod eventfd;
+pub mod firmware;
+#[allow(unsafe_code)]
+pub mod region;
+
+pub use card::Card;
+pub use device::Device;
+pub use emulator::{connect_emulator, emulator_exe, spawn_emulator, EmulatorProcess};
+pub use error::CardError;
+pub use region::{RegionError, SharedRegion};

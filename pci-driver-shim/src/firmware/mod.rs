@@ -1,0 +1,349 @@
+//! The card firmware: what runs inside `mesign-card-emu` (and, on a real
+//! card, on the card itself). It decodes a command from a data slot,
+//! executes it with aws-lc-rs and encodes the answer.
+//!
+//! Key material exists in clear only in this process: the master key from
+//! the state file, freshly generated keys, and unwrapped keys in the cache.
+//! The firmware refuses service (except `Info`) when a power-on self-test or
+//! a pairwise consistency test has failed.
+
+mod hardening;
+mod key_cache;
+mod keys;
+mod selftest;
+mod signing;
+mod state_file;
+mod wrap;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use hardening::harden_process;
+pub use selftest::{SelfTest, FORCE_FAILURE_ENV};
+
+use crate::command::{
+    CardFault, CardInfo, CardRequest, CardResponse, CardResult, KeyPolicy, MAX_RANDOM,
+};
+use key_cache::KeyCache;
+use keys::{GenerateError, LoadedKey};
+use wrap::Wrapper;
+
+const MODEL: &str = "MeSign emulated HSM (software, not tamper-resistant)";
+const HARDWARE_VERSION: (u8, u8) = (1, 0);
+const FIRMWARE_VERSION: (u8, u8) = (0, 1);
+const KEY_CACHE_ENTRIES: usize = 1024;
+
+/// Why the firmware could not start.
+#[derive(Debug)]
+pub enum FirmwareError {
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    CorruptState {
+        path: PathBuf,
+    },
+    Random,
+}
+
+impl std::fmt::Display for FirmwareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FirmwareError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            FirmwareError::CorruptState { path } => {
+                write!(
+                    f,
+                    "card state {} is corrupt; refusing to replace it",
+                    path.display()
+                )
+            }
+            FirmwareError::Random => write!(f, "the random generator failed"),
+        }
+    }
+}
+
+impl std::error::Error for FirmwareError {}
+
+/// The card's firmware state, shared by all worker threads.
+pub struct Firmware {
+    serial: String,
+    wrapper: Wrapper,
+    cache: KeyCache,
+    operational: AtomicBool,
+}
+
+impl Firmware {
+    /// Loads (or creates) the card state in `state_dir` and runs the
+    /// power-on self-tests. A failed self-test does not fail start-up: the
+    /// card comes up in its error state and says so in `Info`.
+    pub fn start(
+        state_dir: &Path,
+        force_selftest_failure: bool,
+    ) -> Result<Firmware, FirmwareError> {
+        let state = state_file::load_or_create(state_dir)?;
+        let operational = match selftest::run_all(force_selftest_failure) {
+            Ok(()) => {
+                tracing::info!("power-on self-tests passed");
+                true
+            }
+            Err(test) => {
+                tracing::error!(?test, "power-on self-test failed; the card refuses service");
+                false
+            }
+        };
+        Ok(Firmware {
+            serial: state.serial,
+            wrapper: Wrapper::new(&state.master_key),
+            cache: KeyCache::new(KEY_CACHE_ENTRIES),
+            operational: AtomicBool::new(operational),
+        })
+    }
+
+    /// Executes one encoded command and returns the encoded result.
+    pub fn execute(&self, request: &[u8]) -> Vec<u8> {
+        let result = match minicbor::decode::<CardRequest>(request) {
+            Ok(request) => match self.handle(request) {
+                Ok(response) => CardResult::Ok(response),
+                Err(fault) => CardResult::Err(fault),
+            },
+            Err(_) => CardResult::Err(CardFault::Malformed),
+        };
+        minicbor::to_vec(&result).expect("encoding into a Vec is infallible")
+    }
+
+    /// The answer for a command that could not even be read from its slot.
+    pub fn malformed() -> Vec<u8> {
+        minicbor::to_vec(CardResult::Err(CardFault::Malformed)).expect("encoding into a Vec")
+    }
+
+    fn handle(&self, request: CardRequest) -> Result<CardResponse, CardFault> {
+        if let CardRequest::Info = request {
+            return Ok(CardResponse::Info(self.info()));
+        }
+        if !self.operational.load(Ordering::Acquire) {
+            return Err(CardFault::SelfTestFailed);
+        }
+        match request {
+            CardRequest::Info => unreachable!("answered above"),
+            CardRequest::GenerateKeyPair { policy } => self.generate(&policy),
+            CardRequest::Sign {
+                blob,
+                policy,
+                scheme,
+                input,
+            } => {
+                let key = self.unwrap_key(&blob, &policy)?;
+                if !policy.sign {
+                    return Err(CardFault::NotPermitted);
+                }
+                signing::sign(&key, scheme, &input).map(CardResponse::Bytes)
+            }
+            CardRequest::Random { len } => {
+                if len > MAX_RANDOM {
+                    return Err(CardFault::BadInput);
+                }
+                let mut bytes = vec![0; len as usize];
+                aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CardFault::Internal)?;
+                Ok(CardResponse::Bytes(bytes))
+            }
+        }
+    }
+
+    fn info(&self) -> CardInfo {
+        CardInfo {
+            serial: self.serial.clone(),
+            model: MODEL.into(),
+            hardware_version: HARDWARE_VERSION,
+            firmware_version: FIRMWARE_VERSION,
+            operational: self.operational.load(Ordering::Acquire),
+            emulated: true,
+        }
+    }
+
+    fn generate(&self, policy: &KeyPolicy) -> Result<CardResponse, CardFault> {
+        let generated = match keys::generate(policy.spec) {
+            Ok(generated) => generated,
+            Err(GenerateError::Unsupported) => return Err(CardFault::BadParameters),
+            Err(GenerateError::Internal) => return Err(CardFault::Internal),
+            Err(GenerateError::PairwiseTestFailed) => {
+                tracing::error!(spec = ?policy.spec, "pairwise consistency test failed; entering the error state");
+                self.operational.store(false, Ordering::Release);
+                return Err(CardFault::SelfTestFailed);
+            }
+        };
+        let aad = policy.to_aad();
+        let blob = self.wrapper.wrap(&generated.pkcs8, &aad)?;
+        self.cache.insert(&blob, &aad, Arc::new(generated.key));
+        Ok(CardResponse::KeyPair {
+            blob,
+            public: generated.public,
+        })
+    }
+
+    fn unwrap_key(&self, blob: &[u8], policy: &KeyPolicy) -> Result<Arc<LoadedKey>, CardFault> {
+        let aad = policy.to_aad();
+        if let Some(key) = self.cache.lookup(blob, &aad) {
+            return Ok(key);
+        }
+        let pkcs8 = self.wrapper.unwrap(blob, &aad)?;
+        let key = Arc::new(keys::load(policy.spec, &pkcs8)?);
+        self.cache.insert(blob, &aad, Arc::clone(&key));
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Curve, Hash, KeySpec, SignScheme};
+
+    fn policy(spec: KeySpec) -> KeyPolicy {
+        KeyPolicy {
+            object_id: 7,
+            spec,
+            sign: true,
+            decrypt: false,
+            unwrap: false,
+            derive: false,
+            sensitive: true,
+            extractable: false,
+        }
+    }
+
+    fn run(fw: &Firmware, request: CardRequest) -> Result<CardResponse, CardFault> {
+        match minicbor::decode(&fw.execute(&minicbor::to_vec(&request).unwrap())).unwrap() {
+            CardResult::Ok(response) => Ok(response),
+            CardResult::Err(fault) => Err(fault),
+        }
+    }
+
+    fn keypair(fw: &Firmware, policy: &KeyPolicy) -> Vec<u8> {
+        match run(
+            fw,
+            CardRequest::GenerateKeyPair {
+                policy: policy.clone(),
+            },
+        )
+        .unwrap()
+        {
+            CardResponse::KeyPair { blob, .. } => blob,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn scheme_and_key_type_must_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = Firmware::start(dir.path(), false).unwrap();
+        let ec = policy(KeySpec::Ec(Curve::P256));
+        let blob = keypair(&fw, &ec);
+        let sign = |scheme, input: &[u8]| {
+            run(
+                &fw,
+                CardRequest::Sign {
+                    blob: blob.clone(),
+                    policy: ec.clone(),
+                    scheme,
+                    input: input.to_vec(),
+                },
+            )
+        };
+        assert_eq!(
+            sign(SignScheme::RsaPkcs1(Hash::Sha256), &[0; 32]),
+            Err(CardFault::KeyTypeMismatch)
+        );
+        assert!(sign(SignScheme::Ecdsa, &[0; 32]).is_ok());
+        assert_eq!(sign(SignScheme::Ecdsa, &[]), Err(CardFault::BadInput));
+    }
+
+    #[test]
+    fn rsa_parameter_and_input_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = Firmware::start(dir.path(), false).unwrap();
+        let rsa = policy(KeySpec::Rsa { bits: 2048 });
+        let blob = keypair(&fw, &rsa);
+        let sign = |scheme, input: &[u8]| {
+            run(
+                &fw,
+                CardRequest::Sign {
+                    blob: blob.clone(),
+                    policy: rsa.clone(),
+                    scheme,
+                    input: input.to_vec(),
+                },
+            )
+        };
+        assert!(sign(SignScheme::RsaPkcs1(Hash::Sha256), &[1; 32]).is_ok());
+        assert_eq!(
+            sign(SignScheme::RsaPkcs1(Hash::Sha256), &[1; 31]),
+            Err(CardFault::BadInput)
+        );
+        assert_eq!(
+            sign(SignScheme::RsaPkcs1DigestInfo, &[1; 32]),
+            Err(CardFault::BadInput)
+        );
+        let pss = |hash, mgf_hash, salt_len| SignScheme::RsaPss {
+            hash,
+            mgf_hash,
+            salt_len,
+        };
+        assert!(sign(pss(Hash::Sha384, Hash::Sha384, 48), &[1; 48]).is_ok());
+        assert_eq!(
+            sign(pss(Hash::Sha384, Hash::Sha256, 48), &[1; 48]),
+            Err(CardFault::BadParameters)
+        );
+        assert_eq!(
+            sign(pss(Hash::Sha384, Hash::Sha384, 20), &[1; 48]),
+            Err(CardFault::BadParameters)
+        );
+        assert_eq!(
+            sign(pss(Hash::Sha384, Hash::Sha384, 48), &[1; 32]),
+            Err(CardFault::BadInput)
+        );
+        assert_eq!(
+            sign(SignScheme::Ecdsa, &[1; 32]),
+            Err(CardFault::KeyTypeMismatch)
+        );
+    }
+
+    #[test]
+    fn random_is_bounded_and_malformed_requests_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = Firmware::start(dir.path(), false).unwrap();
+        let Ok(CardResponse::Bytes(bytes)) = run(&fw, CardRequest::Random { len: 33 }) else {
+            panic!("no random bytes")
+        };
+        assert_eq!(bytes.len(), 33);
+        assert_eq!(
+            run(
+                &fw,
+                CardRequest::Random {
+                    len: MAX_RANDOM + 1
+                }
+            ),
+            Err(CardFault::BadInput)
+        );
+        let answer: CardResult = minicbor::decode(&fw.execute(&[0xff, 0x00])).unwrap();
+        assert_eq!(answer, CardResult::Err(CardFault::Malformed));
+    }
+
+    #[test]
+    fn error_state_refuses_everything_but_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = Firmware::start(dir.path(), true).unwrap();
+        let Ok(CardResponse::Info(info)) = run(&fw, CardRequest::Info) else {
+            panic!("no info")
+        };
+        assert!(!info.operational);
+        assert_eq!(
+            run(&fw, CardRequest::Random { len: 1 }),
+            Err(CardFault::SelfTestFailed)
+        );
+        let p = policy(KeySpec::Ec(Curve::P256));
+        assert_eq!(
+            run(&fw, CardRequest::GenerateKeyPair { policy: p }),
+            Err(CardFault::SelfTestFailed)
+        );
+    }
+}
