@@ -521,3 +521,71 @@ fn every_key_size_and_curve_signs() {
         "{result:?}"
     );
 }
+
+/// Whether `pid` still runs (a zombie waiting for its new parent counts as
+/// gone).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn emulator_ends_with_its_killed_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("card.sock");
+    // A shell stands in for the daemon: it starts the card tied to itself,
+    // prints the card's pid and waits.
+    let mut parent = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" --state-dir "$1" --listen "$2" --parent-pid $$ & echo $!; wait"#)
+        .arg(exe())
+        .arg(dir.path())
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let card: u32 = line.trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "emulator never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(running(card));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(card) {
+        assert!(
+            Instant::now() < deadline,
+            "emulator outlived its killed parent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn emulator_refuses_to_start_for_a_parent_that_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(exe())
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--listen")
+        .arg(dir.path().join("card.sock"))
+        .arg("--parent-pid")
+        .arg("1")
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    assert!(!dir.path().join("card.sock").exists());
+}

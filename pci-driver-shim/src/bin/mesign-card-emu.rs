@@ -6,8 +6,12 @@
 //! card's interface, not a tamper-resistant device.
 //!
 //! ```text
-//! mesign-card-emu --state-dir DIR --listen SOCKET
+//! mesign-card-emu --state-dir DIR --listen SOCKET [--parent-pid PID]
 //! ```
+//!
+//! With `--parent-pid` (how the daemon starts it) the emulator ends when that
+//! process dies, even by SIGKILL, so a killed daemon leaves no orphan card
+//! holding the state directory.
 
 #![forbid(unsafe_code)]
 
@@ -20,21 +24,24 @@ use nix::sys::stat::{umask, Mode};
 use pci_driver_shim::emulator::server;
 use pci_driver_shim::firmware::{harden_process, Firmware, FORCE_FAILURE_ENV};
 
-const USAGE: &str = "usage: mesign-card-emu --state-dir DIR --listen SOCKET";
+const USAGE: &str = "usage: mesign-card-emu --state-dir DIR --listen SOCKET [--parent-pid PID]";
 
 struct Args {
     state_dir: PathBuf,
     listen: PathBuf,
+    parent_pid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut state_dir = None;
     let mut listen = None;
+    let mut parent_pid = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
         let slot = match arg.to_str() {
             Some("--state-dir") => &mut state_dir,
             Some("--listen") => &mut listen,
+            Some("--parent-pid") => &mut parent_pid,
             Some("--help" | "-h") => return Err(USAGE.into()),
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
         };
@@ -46,6 +53,13 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         state_dir: state_dir.ok_or_else(|| format!("--state-dir is required\n{USAGE}"))?,
         listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
+        parent_pid: parent_pid
+            .map(|p: PathBuf| {
+                p.to_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("--parent-pid needs a process id\n{USAGE}"))
+            })
+            .transpose()?,
     })
 }
 
@@ -76,6 +90,20 @@ fn main() -> ExitCode {
     if let Err(errno) = signals.thread_block() {
         tracing::error!(%errno, "cannot block termination signals");
         return ExitCode::FAILURE;
+    }
+
+    if let Some(parent) = args.parent_pid {
+        // SIGTERM is blocked and waited for below, so the parent's death
+        // takes the orderly shutdown path. Checking the parent after arming
+        // the signal closes the race with a parent that died first.
+        if let Err(errno) = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM) {
+            tracing::error!(%errno, "cannot tie the emulator to its parent");
+            return ExitCode::FAILURE;
+        }
+        if nix::unistd::getppid().as_raw() as u32 != parent {
+            tracing::error!(parent, "the starting process is gone");
+            return ExitCode::FAILURE;
+        }
     }
 
     let force_failure = std::env::var_os(FORCE_FAILURE_ENV).is_some_and(|v| v == "1");

@@ -221,6 +221,11 @@ pub fn spawn_emulator(
         .arg(state_dir)
         .arg("--listen")
         .arg(&socket)
+        // The card goes when its host process goes (see mesign-card-emu).
+        // The kernel ties this to the spawning thread: call from a thread
+        // that lives as long as the card is used.
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
         .stdin(Stdio::null())
         .spawn()
         .map_err(|source| CardError::Spawn {
