@@ -1,1 +1,24 @@
-//! MeSign HSM daemon.
+//! mesign-hsmd: the daemon that owns all token state (PINs, lockout
+//! counters, objects, sessions, logins) and is the only process talking to
+//! the card.
+//!
+//! Layers, top down: [`daemon`] (start-up, signals, accept loop),
+//! [`server`] (socket, peer credentials, frames), [`hsm`] (PKCS#11
+//! semantics per request), and below it [`sessions`], [`attributes`],
+//! [`mechanisms`], [`objects`], [`pin`], [`store`] and the card seam
+//! [`card`] / [`cards`]. [`error`] maps every failure to one `CK_RV`.
+#![forbid(unsafe_code)]
+
+pub mod attributes;
+pub mod card;
+pub mod cards;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod hsm;
+pub mod mechanisms;
+pub mod objects;
+pub mod pin;
+pub mod server;
+pub mod sessions;
+pub mod store;

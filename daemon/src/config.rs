@@ -1,0 +1,310 @@
+//! Daemon settings: a TOML file, overridden by command-line flags.
+//!
+//! Unknown keys are refused so that a misspelt setting is an error at start
+//! rather than a silently ignored line.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::hsm::PinPolicy;
+
+/// The settings file as written by the operator.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket file (e.g. `0o660`).
+    pub socket_mode: Option<u32>,
+    pub allowed_uids: Option<Vec<u32>>,
+    pub allowed_gids: Option<Vec<u32>>,
+    pub cards: Option<Vec<CardConfig>>,
+    pub max_pin_attempts: Option<u32>,
+    pub min_pin_len: Option<usize>,
+    pub max_pin_len: Option<usize>,
+    /// A tracing filter ("info", "mesign_hsmd=debug"); RUST_LOG wins.
+    pub log: Option<String>,
+}
+
+/// One card.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CardConfig {
+    /// The software emulator: spawned as a child with `state_dir`
+    /// (default `<state_dir>/cardN`), or reached at `socket` if it runs
+    /// already.
+    Emulator {
+        state_dir: Option<PathBuf>,
+        socket: Option<PathBuf>,
+        /// The `mesign-card-emu` executable (default: beside the daemon).
+        exe: Option<PathBuf>,
+    },
+}
+
+/// The settings in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub allowed_uids: Vec<u32>,
+    pub allowed_gids: Vec<u32>,
+    pub cards: Vec<CardConfig>,
+    pub pins: PinPolicy,
+    pub log: String,
+}
+
+/// Why the configuration could not be assembled.
+#[derive(Debug)]
+pub enum ConfigError {
+    Usage(String),
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    Missing(&'static str),
+    Invalid {
+        setting: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Usage(msg) => write!(f, "{msg}\n{USAGE}"),
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            ConfigError::Parse { path, source } => {
+                write!(f, "invalid config file {}: {source}", path.display())
+            }
+            ConfigError::Missing(what) => {
+                write!(f, "no {what} given (flag or config file)\n{USAGE}")
+            }
+            ConfigError::Invalid { setting, reason } => write!(f, "invalid {setting}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const USAGE: &str = "usage: mesign-hsmd --state-dir DIR --socket PATH [--config FILE] [--card-emulator-socket PATH]";
+
+/// Command-line flags.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flags {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub card_emulator_socket: Option<PathBuf>,
+    pub help: bool,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_flags(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Flags, ConfigError> {
+    let mut flags = Flags::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(PathBuf::from(v))),
+            None => (arg.clone(), None),
+        };
+        if name == "--help" || name == "-h" {
+            flags.help = true;
+            continue;
+        }
+        let slot = match name.as_str() {
+            "--state-dir" => &mut flags.state_dir,
+            "--socket" => &mut flags.socket,
+            "--config" => &mut flags.config,
+            "--card-emulator-socket" => &mut flags.card_emulator_socket,
+            _ => return Err(ConfigError::Usage(format!("unknown argument {arg:?}"))),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => PathBuf::from(
+                args.next()
+                    .ok_or_else(|| ConfigError::Usage(format!("{name} needs a value")))?,
+            ),
+        };
+        *slot = Some(value);
+    }
+    Ok(flags)
+}
+
+/// Reads a settings file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Combines the file (if any) and the flags; flags win. `own_uid` is the
+/// daemon's uid, allowed by default together with root.
+pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, ConfigError> {
+    let state_dir = flags
+        .state_dir
+        .clone()
+        .or(file.state_dir)
+        .ok_or(ConfigError::Missing("--state-dir"))?;
+    let socket = flags
+        .socket
+        .clone()
+        .or(file.socket)
+        .ok_or(ConfigError::Missing("--socket"))?;
+    let cards = match &flags.card_emulator_socket {
+        Some(s) => vec![CardConfig::Emulator {
+            state_dir: None,
+            socket: Some(s.clone()),
+            exe: None,
+        }],
+        None => file.cards.unwrap_or_else(|| {
+            vec![CardConfig::Emulator {
+                state_dir: None,
+                socket: None,
+                exe: None,
+            }]
+        }),
+    };
+    if cards.is_empty() {
+        return Err(ConfigError::Invalid {
+            setting: "cards",
+            reason: "at least one card is needed",
+        });
+    }
+    let defaults = PinPolicy::default();
+    let pins = PinPolicy {
+        max_attempts: file.max_pin_attempts.unwrap_or(defaults.max_attempts),
+        min_len: file.min_pin_len.unwrap_or(defaults.min_len),
+        max_len: file.max_pin_len.unwrap_or(defaults.max_len),
+        iterations: defaults.iterations,
+    };
+    if pins.max_attempts == 0 {
+        return Err(ConfigError::Invalid {
+            setting: "max_pin_attempts",
+            reason: "must be at least 1",
+        });
+    }
+    if pins.min_len == 0 || pins.min_len > pins.max_len {
+        return Err(ConfigError::Invalid {
+            setting: "min_pin_len/max_pin_len",
+            reason: "need 1 <= min_pin_len <= max_pin_len",
+        });
+    }
+    let socket_mode = file.socket_mode.unwrap_or(0o660);
+    if socket_mode & !0o777 != 0 {
+        return Err(ConfigError::Invalid {
+            setting: "socket_mode",
+            reason: "only permission bits (0o777) allowed",
+        });
+    }
+    let mut allowed_uids = file.allowed_uids.unwrap_or_else(|| vec![own_uid, 0]);
+    allowed_uids.dedup();
+    Ok(Config {
+        state_dir,
+        socket,
+        socket_mode,
+        allowed_uids,
+        allowed_gids: file.allowed_gids.unwrap_or_default(),
+        cards,
+        pins,
+        log: file.log.unwrap_or_else(|| "info".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(list: &[&str]) -> Result<Flags, ConfigError> {
+        parse_flags(list.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let file: FileConfig = toml::from_str(
+            "state_dir = \"/var/lib/x\"\nsocket = \"/run/x.sock\"\nmax_pin_attempts = 3\nsocket_mode = 0o600\n",
+        )
+        .unwrap();
+        let f = flags(&["--socket", "/tmp/s", "--state-dir=/tmp/d"]).unwrap();
+        let c = resolve(file, &f, 1000).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/s"));
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(c.pins.max_attempts, 3);
+        assert_eq!((c.pins.min_len, c.pins.max_len), (4, 64));
+        assert_eq!(c.socket_mode, 0o600);
+        assert_eq!(c.allowed_uids, vec![1000, 0]);
+        assert_eq!(
+            c.cards,
+            vec![CardConfig::Emulator {
+                state_dir: None,
+                socket: None,
+                exe: None
+            }]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_arguments_are_refused() {
+        let e = toml::from_str::<FileConfig>("sockett = \"/x\"").unwrap_err();
+        assert!(e.to_string().contains("sockett"), "{e}");
+        let e = toml::from_str::<FileConfig>("[[cards]]\nbackend = \"emulator\"\nsoket = \"/x\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("soket"), "{e}");
+        let ok: FileConfig =
+            toml::from_str("[[cards]]\nbackend = \"emulator\"\nsocket = \"/x\"").unwrap();
+        assert_eq!(ok.cards.unwrap().len(), 1);
+        assert!(matches!(flags(&["--bogus"]), Err(ConfigError::Usage(_))));
+        assert!(matches!(flags(&["--socket"]), Err(ConfigError::Usage(_))));
+    }
+
+    #[test]
+    fn missing_and_invalid_settings_are_named() {
+        let f = flags(&["--socket", "/tmp/s"]).unwrap();
+        assert!(matches!(
+            resolve(FileConfig::default(), &f, 0),
+            Err(ConfigError::Missing("--state-dir"))
+        ));
+        let f = flags(&[
+            "--socket",
+            "/s",
+            "--state-dir",
+            "/d",
+            "--card-emulator-socket",
+            "/e",
+        ])
+        .unwrap();
+        let bad = FileConfig {
+            min_pin_len: Some(10),
+            max_pin_len: Some(5),
+            ..FileConfig::default()
+        };
+        assert!(matches!(
+            resolve(bad, &f, 0),
+            Err(ConfigError::Invalid { .. })
+        ));
+        let c = resolve(FileConfig::default(), &f, 0).unwrap();
+        assert_eq!(
+            c.cards,
+            vec![CardConfig::Emulator {
+                state_dir: None,
+                socket: Some("/e".into()),
+                exe: None
+            }]
+        );
+    }
+}

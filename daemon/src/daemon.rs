@@ -1,0 +1,131 @@
+//! Start-up, the accept loop and clean shutdown.
+//!
+//! SIGTERM and SIGINT are blocked in every thread (the mask is set before
+//! any thread starts, and threads inherit it); one thread waits for them
+//! with sigwait, then stops the accept loop. The main thread removes the
+//! socket file and stops the card emulators it spawned.
+
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+use crate::cards::{self, OpenedCard};
+use crate::config::Config;
+use crate::hsm::{Hsm, Slot};
+use crate::server::{self, Allowed, BindError};
+
+/// Why the daemon could not run.
+#[derive(Debug)]
+pub enum RunError {
+    Signals(nix::Error),
+    Card {
+        index: usize,
+        error: pci_driver_shim::CardError,
+    },
+    Store {
+        index: usize,
+        error: crate::error::HsmError,
+    },
+    Bind(BindError),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Signals(e) => write!(f, "cannot block signals: {e}"),
+            RunError::Card { index, error } => write!(f, "card {index}: {error}"),
+            RunError::Store { index, error } => write!(f, "token store of slot {index}: {error}"),
+            RunError::Bind(e) => write!(f, "socket: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// The signals that end the daemon.
+fn shutdown_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set
+}
+
+/// Blocks the shutdown signals in the calling thread (and so in every
+/// thread it starts). Call first thing in `main`.
+pub fn block_shutdown_signals() -> Result<(), RunError> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&shutdown_signals()), None)
+        .map_err(RunError::Signals)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let mut processes = Vec::new();
+    let mut slots = Vec::new();
+    for (index, card_config) in config.cards.iter().enumerate() {
+        let OpenedCard { port, process } = cards::open_card(index, card_config, &config.state_dir)
+            .map_err(|error| RunError::Card { index, error })?;
+        processes.extend(process);
+        let info = port.info();
+        tracing::info!(slot = index, serial = %info.serial, model = %info.model, backend = %port.backend(), emulated = info.emulated, "card opened");
+        let db = config
+            .state_dir
+            .join(format!("slot-{index}"))
+            .join("token.redb");
+        let slot = Slot::open(port, &db).map_err(|error| RunError::Store { index, error })?;
+        slots.push(slot);
+    }
+    let hsm = Arc::new(Hsm::new(config.pins, slots));
+    let listener = server::bind(&config.socket, config.socket_mode).map_err(RunError::Bind)?;
+    let allowed = Arc::new(Allowed {
+        uids: config.allowed_uids.clone(),
+        gids: config.allowed_gids.clone(),
+    });
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let stopping = stopping.clone();
+        let socket = config.socket.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let signal = shutdown_signals().wait();
+                tracing::info!(?signal, "shutting down");
+                stopping.store(true, Ordering::SeqCst);
+                // Wake the accept loop with a connection of our own.
+                let _ = UnixStream::connect(&socket);
+            })
+            .expect("spawning a thread");
+    }
+    tracing::info!(socket = %config.socket.display(), slots = config.cards.len(), "ready");
+
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let (hsm, allowed) = (hsm.clone(), allowed.clone());
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || server::serve_connection(hsm, stream, &allowed));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a connection thread");
+        }
+    }
+    drop(listener);
+    if let Err(e) = std::fs::remove_file(&config.socket) {
+        tracing::warn!(error = %e, "cannot remove the socket file");
+    }
+    // Every acknowledged change is already committed; stopping the
+    // emulators is all that is left.
+    drop(processes);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The daemon's one error type and its exhaustive mapping to `CK_RV`.
+//!
+//! Every failure a request can meet is a variant here; the reply carries
+//! [`HsmError::rv`]. Variants carry the offending handle, attribute type or
+//! length so that logs say what went wrong without string formatting at the
+//! point of failure.
+
+use cryptoki_sys::*;
+use pci_driver_shim::command::CardFault;
+
+use crate::card::CardFailure;
+use crate::store::StoreError;
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum HsmError {
+    SlotIdInvalid(u64),
+    SessionHandleInvalid(u64),
+    ObjectHandleInvalid(u64),
+    KeyHandleInvalid(u64),
+    /// C_OpenSession without CKF_SERIAL_SESSION.
+    SessionParallelNotSupported,
+    /// C_InitToken while sessions are open on the slot.
+    SessionExists,
+    /// A write to a token object from a read-only session.
+    SessionReadOnly,
+    /// SO login while the application has read-only sessions.
+    SessionReadOnlyExists,
+    /// A read-only session while the application is logged in as SO.
+    SessionReadWriteSoExists,
+    /// The token in this slot is not initialized.
+    TokenNotRecognized(u64),
+    UserAlreadyLoggedIn,
+    UserAnotherAlreadyLoggedIn,
+    UserNotLoggedIn,
+    UserPinNotInitialized,
+    UserTypeInvalid(u64),
+    PinIncorrect,
+    PinLocked,
+    /// The PIN's length in bytes lies outside the configured bounds.
+    PinLenRange(usize),
+    AttributeTypeInvalid(u64),
+    AttributeValueInvalid(u64),
+    AttributeReadOnly(u64),
+    /// The template lacks this attribute.
+    TemplateIncomplete(u64),
+    /// The template contradicts itself or the operation at this attribute.
+    TemplateInconsistent(u64),
+    /// CKA_MODIFIABLE, CKA_DESTROYABLE or CKA_COPYABLE forbid the action.
+    ActionProhibited(u64),
+    KeySizeRange(u64),
+    CurveNotSupported,
+    KeyTypeInconsistent,
+    KeyFunctionNotPermitted,
+    MechanismInvalid(u64),
+    MechanismParamInvalid,
+    DataInvalid,
+    DataLenRange(usize),
+    /// The request contradicts itself (e.g. a sign scheme that does not fit
+    /// the mechanism): a module bug rather than an application error.
+    ArgumentsBad,
+    /// CKU_CONTEXT_SPECIFIC login without an operation that needs it.
+    OperationNotInitialized,
+    /// The request frame's protocol version is not ours.
+    ProtocolVersion(u16),
+    /// A request other than Hello arrived first, or Hello arrived twice.
+    ProtocolOrder,
+    Card(CardFailure),
+    Store(StoreError),
+    /// A request handler panicked; the connection's reply says so and the
+    /// daemon goes on.
+    Internal,
+}
+
+impl HsmError {
+    /// The PKCS#11 return value the client receives.
+    pub fn rv(&self) -> u64 {
+        match self {
+            HsmError::SlotIdInvalid(_) => CKR_SLOT_ID_INVALID,
+            HsmError::SessionHandleInvalid(_) => CKR_SESSION_HANDLE_INVALID,
+            HsmError::ObjectHandleInvalid(_) => CKR_OBJECT_HANDLE_INVALID,
+            HsmError::KeyHandleInvalid(_) => CKR_KEY_HANDLE_INVALID,
+            HsmError::SessionParallelNotSupported => CKR_SESSION_PARALLEL_NOT_SUPPORTED,
+            HsmError::SessionExists => CKR_SESSION_EXISTS,
+            HsmError::SessionReadOnly => CKR_SESSION_READ_ONLY,
+            HsmError::SessionReadOnlyExists => CKR_SESSION_READ_ONLY_EXISTS,
+            HsmError::SessionReadWriteSoExists => CKR_SESSION_READ_WRITE_SO_EXISTS,
+            HsmError::TokenNotRecognized(_) => CKR_TOKEN_NOT_RECOGNIZED,
+            HsmError::UserAlreadyLoggedIn => CKR_USER_ALREADY_LOGGED_IN,
+            HsmError::UserAnotherAlreadyLoggedIn => CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+            HsmError::UserNotLoggedIn => CKR_USER_NOT_LOGGED_IN,
+            HsmError::UserPinNotInitialized => CKR_USER_PIN_NOT_INITIALIZED,
+            HsmError::UserTypeInvalid(_) => CKR_USER_TYPE_INVALID,
+            HsmError::PinIncorrect => CKR_PIN_INCORRECT,
+            HsmError::PinLocked => CKR_PIN_LOCKED,
+            HsmError::PinLenRange(_) => CKR_PIN_LEN_RANGE,
+            HsmError::AttributeTypeInvalid(_) => CKR_ATTRIBUTE_TYPE_INVALID,
+            HsmError::AttributeValueInvalid(_) => CKR_ATTRIBUTE_VALUE_INVALID,
+            HsmError::AttributeReadOnly(_) => CKR_ATTRIBUTE_READ_ONLY,
+            HsmError::TemplateIncomplete(_) => CKR_TEMPLATE_INCOMPLETE,
+            HsmError::TemplateInconsistent(_) => CKR_TEMPLATE_INCONSISTENT,
+            HsmError::ActionProhibited(_) => CKR_ACTION_PROHIBITED,
+            HsmError::KeySizeRange(_) => CKR_KEY_SIZE_RANGE,
+            HsmError::CurveNotSupported => CKR_CURVE_NOT_SUPPORTED,
+            HsmError::KeyTypeInconsistent => CKR_KEY_TYPE_INCONSISTENT,
+            HsmError::KeyFunctionNotPermitted => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            HsmError::MechanismInvalid(_) => CKR_MECHANISM_INVALID,
+            HsmError::MechanismParamInvalid => CKR_MECHANISM_PARAM_INVALID,
+            HsmError::DataInvalid => CKR_DATA_INVALID,
+            HsmError::DataLenRange(_) => CKR_DATA_LEN_RANGE,
+            HsmError::ArgumentsBad => CKR_ARGUMENTS_BAD,
+            HsmError::OperationNotInitialized => CKR_OPERATION_NOT_INITIALIZED,
+            HsmError::ProtocolVersion(_) => CKR_DEVICE_ERROR,
+            HsmError::ProtocolOrder => CKR_DEVICE_ERROR,
+            HsmError::Card(failure) => card_rv(*failure),
+            HsmError::Store(_) => CKR_DEVICE_ERROR,
+            HsmError::Internal => CKR_GENERAL_ERROR,
+        }
+    }
+}
+
+/// What a card failure means to the application.
+fn card_rv(failure: CardFailure) -> u64 {
+    match failure {
+        CardFailure::Fault(fault) => match fault {
+            CardFault::BadInput => CKR_DATA_INVALID,
+            CardFault::BadParameters => CKR_MECHANISM_PARAM_INVALID,
+            CardFault::NotPermitted => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            CardFault::KeyTypeMismatch => CKR_KEY_TYPE_INCONSISTENT,
+            CardFault::Malformed => CKR_DEVICE_ERROR,
+            CardFault::BadBlob => CKR_DEVICE_ERROR,
+            CardFault::SelfTestFailed => CKR_DEVICE_ERROR,
+            CardFault::Internal => CKR_DEVICE_ERROR,
+        },
+        CardFailure::Timeout => CKR_DEVICE_ERROR,
+        CardFailure::Gone => CKR_DEVICE_REMOVED,
+        CardFailure::Transport => CKR_DEVICE_ERROR,
+        CardFailure::UnexpectedResponse => CKR_DEVICE_ERROR,
+    }
+}
+
+impl From<StoreError> for HsmError {
+    fn from(e: StoreError) -> Self {
+        HsmError::Store(e)
+    }
+}
+
+impl From<CardFailure> for HsmError {
+    fn from(e: CardFailure) -> Self {
+        HsmError::Card(e)
+    }
+}
+
+impl std::fmt::Display for HsmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Debug form names the variant and its data, which is what an
+        // operator reading the log needs; the CK_RV is appended for grepping.
+        write!(f, "{self:?} (CK_RV {:#x})", self.rv())
+    }
+}
+
+impl std::error::Error for HsmError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_faults_map_to_distinct_application_codes() {
+        assert_eq!(
+            HsmError::Card(CardFailure::Fault(CardFault::BadInput)).rv(),
+            CKR_DATA_INVALID
+        );
+        assert_eq!(HsmError::Card(CardFailure::Gone).rv(), CKR_DEVICE_REMOVED);
+        assert_eq!(
+            HsmError::Card(CardFailure::Fault(CardFault::NotPermitted)).rv(),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+        assert_eq!(HsmError::PinLenRange(2).rv(), CKR_PIN_LEN_RANGE);
+    }
+}

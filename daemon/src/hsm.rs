@@ -1,0 +1,1299 @@
+//! The daemon's state and the PKCS#11 semantics of every request.
+//!
+//! [`Hsm`] owns one [`Slot`] per card and the table of applications and
+//! sessions. Locks: the application table first, then a slot's token state;
+//! neither is held across a card call or a PIN hash. PIN checks of one slot
+//! are serialised by the slot's login lock so that concurrent guesses cannot
+//! outrun the failure counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cryptoki_sys::*;
+use mesign_proto::{
+    Attribute, AttributeValue, CardStatus, ReplyBody, RequestBody, SessionInfo, SignScheme,
+    SlotInfo, Status, TokenInfo,
+};
+use pci_driver_shim::command::{CardRequest, CardResponse, KeyPolicy, MAX_RANDOM};
+
+use crate::attributes::{self, AttrMap};
+use crate::card::{CardFailure, CardPort};
+use crate::error::HsmError;
+use crate::mechanisms;
+use crate::objects::{Object, ObjectTable, Owner, SESSION_OBJECT_BASE};
+use crate::pin::{self, PinRecord};
+use crate::sessions::{AppKey, Apps, Login, SessionView};
+use crate::store::{CardKey, Change, ObjectRecord, Store, TokenRecord};
+
+/// PIN policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinPolicy {
+    pub max_attempts: u32,
+    pub min_len: usize,
+    pub max_len: usize,
+    /// PBKDF2 iterations for new PIN records.
+    pub iterations: u32,
+}
+
+impl Default for PinPolicy {
+    fn default() -> Self {
+        PinPolicy {
+            max_attempts: 10,
+            min_len: 4,
+            max_len: 64,
+            iterations: pin::PIN_ITERATIONS,
+        }
+    }
+}
+
+/// One card and its token.
+pub struct Slot {
+    card: Arc<dyn CardPort>,
+    store: Store,
+    token: RwLock<TokenState>,
+    login_lock: Mutex<()>,
+    next_token_object: AtomicU64,
+}
+
+struct TokenState {
+    record: TokenRecord,
+    objects: ObjectTable,
+}
+
+impl Slot {
+    /// Opens the token store of `card` at `db_path`.
+    pub fn open(card: Arc<dyn CardPort>, db_path: &std::path::Path) -> Result<Slot, HsmError> {
+        let (store, record, stored) = Store::open(db_path, &card.info().serial)?;
+        let mut objects = ObjectTable::default();
+        let mut next = record.next_object_id;
+        for (id, r) in stored {
+            next = next.max(id + 1);
+            let object = Object {
+                attrs: attributes::from_list(&r.attributes),
+                card_key: r.card_key.map(Arc::new),
+                owner: None,
+            };
+            objects.insert(id, object);
+        }
+        Ok(Slot {
+            card,
+            store,
+            token: RwLock::new(TokenState { record, objects }),
+            login_lock: Mutex::new(()),
+            next_token_object: AtomicU64::new(next),
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, TokenState> {
+        // A panic while holding the lock leaves the state as the last
+        // committed change made it, so the poison flag can be ignored.
+        self.token.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, TokenState> {
+        self.token.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the token record durably and in memory.
+    fn update_record(&self, change: impl FnOnce(&mut TokenRecord)) -> Result<(), HsmError> {
+        let mut state = self.write();
+        let mut record = state.record.clone();
+        change(&mut record);
+        self.store.apply(&Change {
+            token: Some(&record),
+            ..Change::default()
+        })?;
+        state.record = record;
+        Ok(())
+    }
+}
+
+/// The daemon's state.
+pub struct Hsm {
+    pins: PinPolicy,
+    slots: Vec<Slot>,
+    apps: Mutex<Apps>,
+    next_session_object: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hsm {
+    pub fn new(pins: PinPolicy, slots: Vec<Slot>) -> Hsm {
+        Hsm {
+            pins,
+            slots,
+            apps: Mutex::new(Apps::default()),
+            next_session_object: AtomicU64::new(SESSION_OBJECT_BASE),
+        }
+    }
+
+    /// A new connection of `app`.
+    pub fn connect(&self, app: AppKey) {
+        lock(&self.apps).connect(app);
+    }
+
+    /// A connection of `app` closed; its last one ends the application.
+    pub fn disconnect(&self, app: AppKey) {
+        let closed = lock(&self.apps).disconnect(app);
+        for (session, slot) in closed {
+            self.drop_session_objects(slot, session);
+        }
+    }
+
+    /// Serves one request of `app`.
+    pub fn handle(&self, app: AppKey, body: RequestBody) -> Result<ReplyBody, HsmError> {
+        match body {
+            RequestBody::Hello { .. } => Err(HsmError::ProtocolOrder),
+            RequestBody::Slots => Ok(ReplyBody::Slots(self.slot_list())),
+            RequestBody::TokenInfo { slot } => Ok(ReplyBody::TokenInfo(self.token_info(slot)?)),
+            RequestBody::Mechanisms { slot } => {
+                self.slot(slot)?;
+                Ok(ReplyBody::Mechanisms(mechanisms::mechanism_list()))
+            }
+            RequestBody::InitToken {
+                slot,
+                so_pin,
+                label,
+            } => self
+                .init_token(slot, &so_pin, &label)
+                .map(|()| ReplyBody::Done),
+            RequestBody::InitPin { session, pin } => {
+                self.init_pin(app, session, &pin).map(|()| ReplyBody::Done)
+            }
+            RequestBody::SetPin {
+                session,
+                old_pin,
+                new_pin,
+            } => self
+                .set_pin(app, session, &old_pin, &new_pin)
+                .map(|()| ReplyBody::Done),
+            RequestBody::OpenSession { slot, flags } => {
+                self.open_session(app, slot, flags).map(ReplyBody::Session)
+            }
+            RequestBody::CloseSession { session } => {
+                self.close_session(app, session).map(|()| ReplyBody::Done)
+            }
+            RequestBody::CloseAllSessions { slot } => {
+                self.close_all_sessions(app, slot).map(|()| ReplyBody::Done)
+            }
+            RequestBody::SessionInfo { session } => {
+                let view = self.view(app, session)?;
+                Ok(ReplyBody::SessionInfo(SessionInfo {
+                    slot: view.slot,
+                    state: view.state(),
+                    flags: CKF_SERIAL_SESSION | if view.rw { CKF_RW_SESSION } else { 0 },
+                    device_error: 0,
+                }))
+            }
+            RequestBody::Login {
+                session,
+                user_type,
+                pin,
+            } => self
+                .login(app, session, user_type, &pin)
+                .map(|()| ReplyBody::Done),
+            RequestBody::Logout { session } => {
+                let view = self.view(app, session)?;
+                lock(&self.apps)
+                    .logout(app, view.slot)
+                    .map(|()| ReplyBody::Done)
+            }
+            RequestBody::CreateObject { session, template } => self
+                .create_object(app, session, &template)
+                .map(ReplyBody::Object),
+            RequestBody::CopyObject {
+                session,
+                object,
+                template,
+            } => self
+                .copy_object(app, session, object, &template)
+                .map(ReplyBody::Object),
+            RequestBody::DestroyObject { session, object } => self
+                .destroy_object(app, session, object)
+                .map(|()| ReplyBody::Done),
+            RequestBody::ObjectSize { session, object } => self
+                .object_size(app, session, object)
+                .map(ReplyBody::ObjectSize),
+            RequestBody::GetAttributes {
+                session,
+                object,
+                types,
+            } => self
+                .get_attributes(app, session, object, &types)
+                .map(ReplyBody::Attributes),
+            RequestBody::SetAttributes {
+                session,
+                object,
+                template,
+            } => self
+                .set_attributes(app, session, object, &template)
+                .map(|()| ReplyBody::Done),
+            RequestBody::FindObjects { session, template } => self
+                .find_objects(app, session, &template)
+                .map(ReplyBody::Objects),
+            RequestBody::GenerateKeyPair {
+                session,
+                mechanism,
+                public_template,
+                private_template,
+            } => {
+                let (public, private) = self.generate_key_pair(
+                    app,
+                    session,
+                    mechanism,
+                    &public_template,
+                    &private_template,
+                )?;
+                Ok(ReplyBody::KeyPair { public, private })
+            }
+            RequestBody::Sign {
+                session,
+                key,
+                mechanism,
+                scheme,
+                input,
+            } => self
+                .sign(app, session, key, mechanism, scheme, &input)
+                .map(ReplyBody::Bytes),
+            RequestBody::GenerateRandom { session, len } => self
+                .generate_random(app, session, len)
+                .map(ReplyBody::Bytes),
+            RequestBody::CheckSession { session } => {
+                self.view(app, session).map(|_| ReplyBody::Done)
+            }
+            RequestBody::Status => Ok(ReplyBody::Status(self.status())),
+        }
+    }
+
+    fn slot(&self, slot: u64) -> Result<&Slot, HsmError> {
+        usize::try_from(slot)
+            .ok()
+            .and_then(|i| self.slots.get(i))
+            .ok_or(HsmError::SlotIdInvalid(slot))
+    }
+
+    fn view(&self, app: AppKey, session: u64) -> Result<SessionView, HsmError> {
+        lock(&self.apps).view(app, session)
+    }
+
+    fn slot_list(&self) -> Vec<SlotInfo> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let info = s.card.info();
+                let kind = if info.emulated {
+                    "emulator".to_string()
+                } else {
+                    s.card.backend()
+                };
+                SlotInfo {
+                    slot: i as u64,
+                    description: format!("MeSign HSM card {i} ({kind})"),
+                    manufacturer: "MeSign".into(),
+                    flags: CKF_TOKEN_PRESENT | CKF_HW_SLOT,
+                    hardware_version: info.hardware_version,
+                    firmware_version: info.firmware_version,
+                }
+            })
+            .collect()
+    }
+
+    fn token_info(&self, slot_id: u64) -> Result<TokenInfo, HsmError> {
+        let slot = self.slot(slot_id)?;
+        let info = slot.card.info();
+        let (sessions, rw_sessions) = lock(&self.apps).counts(slot_id);
+        let state = slot.read();
+        let r = &state.record;
+        let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED;
+        if r.initialized {
+            flags |= CKF_TOKEN_INITIALIZED;
+        }
+        if r.user_pin.is_some() {
+            flags |= CKF_USER_PIN_INITIALIZED;
+        }
+        flags |= pin::user_pin_flags(pin::pin_state(r.user_failures, self.pins.max_attempts));
+        flags |= pin::so_pin_flags(pin::pin_state(r.so_failures, self.pins.max_attempts));
+        Ok(TokenInfo {
+            label: r.label.clone(),
+            manufacturer: "MeSign".into(),
+            model: info.model.clone(),
+            serial: info.serial.clone(),
+            flags,
+            max_session_count: CK_EFFECTIVELY_INFINITE,
+            session_count: sessions,
+            max_rw_session_count: CK_EFFECTIVELY_INFINITE,
+            rw_session_count: rw_sessions,
+            max_pin_len: self.pins.max_len as u64,
+            min_pin_len: self.pins.min_len as u64,
+            total_public_memory: CK_UNAVAILABLE_INFORMATION,
+            free_public_memory: CK_UNAVAILABLE_INFORMATION,
+            total_private_memory: CK_UNAVAILABLE_INFORMATION,
+            free_private_memory: CK_UNAVAILABLE_INFORMATION,
+            hardware_version: info.hardware_version,
+            firmware_version: info.firmware_version,
+            utc_time: String::new(),
+        })
+    }
+
+    fn status(&self) -> Status {
+        let cards = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let info = s.card.info();
+                let state = s.read();
+                CardStatus {
+                    slot: i as u64,
+                    backend: s.card.backend(),
+                    serial: info.serial.clone(),
+                    firmware_version: info.firmware_version,
+                    operational: info.operational,
+                    token_initialized: state.record.initialized,
+                    objects: state.objects.token_objects() as u64,
+                }
+            })
+            .collect();
+        Status {
+            daemon_version: env!("CARGO_PKG_VERSION").into(),
+            cards,
+        }
+    }
+
+    fn check_pin_len(&self, pin: &[u8]) -> Result<(), HsmError> {
+        if pin.len() < self.pins.min_len || pin.len() > self.pins.max_len {
+            return Err(HsmError::PinLenRange(pin.len()));
+        }
+        Ok(())
+    }
+
+    fn new_pin_record(&self, pin: &[u8]) -> PinRecord {
+        PinRecord::with_iterations(pin, self.pins.iterations)
+    }
+
+    /// Verifies `pin` against the SO or user PIN of `slot`, counting
+    /// failures durably. The caller holds the slot's login lock.
+    fn verify_pin(&self, slot: &Slot, who: Login, pin: &[u8]) -> Result<(), HsmError> {
+        let (record, failures) = {
+            let state = slot.read();
+            let r = &state.record;
+            match who {
+                Login::So => (r.so_pin.clone(), r.so_failures),
+                Login::User => (r.user_pin.clone(), r.user_failures),
+            }
+        };
+        let record = record.ok_or(match who {
+            Login::So => HsmError::PinIncorrect,
+            Login::User => HsmError::UserPinNotInitialized,
+        })?;
+        if failures >= self.pins.max_attempts {
+            return Err(HsmError::PinLocked);
+        }
+        if record.verify(pin) {
+            if failures > 0 {
+                slot.update_record(|r| match who {
+                    Login::So => r.so_failures = 0,
+                    Login::User => r.user_failures = 0,
+                })?;
+            }
+            Ok(())
+        } else {
+            slot.update_record(|r| match who {
+                Login::So => r.so_failures += 1,
+                Login::User => r.user_failures += 1,
+            })?;
+            Err(HsmError::PinIncorrect)
+        }
+    }
+
+    fn init_token(&self, slot_id: u64, so_pin: &[u8], label: &[u8]) -> Result<(), HsmError> {
+        let slot = self.slot(slot_id)?;
+        self.check_pin_len(so_pin)?;
+        if lock(&self.apps).counts(slot_id).0 > 0 {
+            return Err(HsmError::SessionExists);
+        }
+        let _login = lock(&slot.login_lock);
+        if slot.read().record.initialized {
+            self.verify_pin(slot, Login::So, so_pin)?;
+        }
+        let so_record = self.new_pin_record(so_pin);
+        let mut label = label.to_vec();
+        label.resize(32, b' ');
+        let mut state = slot.write();
+        // A session opened while the PIN was being checked would keep
+        // handles to objects about to vanish.
+        if lock(&self.apps).counts(slot_id).0 > 0 {
+            return Err(HsmError::SessionExists);
+        }
+        let mut record = state.record.clone();
+        record.label = label;
+        record.initialized = true;
+        record.so_pin = Some(so_record);
+        record.user_pin = None;
+        record.so_failures = 0;
+        record.user_failures = 0;
+        record.next_object_id = record
+            .next_object_id
+            .max(slot.next_token_object.load(Ordering::SeqCst));
+        slot.store.apply(&Change {
+            token: Some(&record),
+            clear_objects: true,
+            ..Change::default()
+        })?;
+        state.record = record;
+        for handle in state.objects.token_handles() {
+            state.objects.remove(handle);
+        }
+        Ok(())
+    }
+
+    fn init_pin(&self, app: AppKey, session: u64, pin: &[u8]) -> Result<(), HsmError> {
+        let view = self.view(app, session)?;
+        if view.login != Some(Login::So) {
+            return Err(HsmError::UserNotLoggedIn);
+        }
+        if !view.rw {
+            return Err(HsmError::SessionReadOnly);
+        }
+        self.check_pin_len(pin)?;
+        let slot = self.slot(view.slot)?;
+        let record = self.new_pin_record(pin);
+        let _login = lock(&slot.login_lock);
+        slot.update_record(|r| {
+            r.user_pin = Some(record);
+            r.user_failures = 0;
+        })
+    }
+
+    fn set_pin(&self, app: AppKey, session: u64, old: &[u8], new: &[u8]) -> Result<(), HsmError> {
+        let view = self.view(app, session)?;
+        if !view.rw {
+            return Err(HsmError::SessionReadOnly);
+        }
+        self.check_pin_len(new)?;
+        let who = if view.login == Some(Login::So) {
+            Login::So
+        } else {
+            Login::User
+        };
+        let slot = self.slot(view.slot)?;
+        let _login = lock(&slot.login_lock);
+        self.verify_pin(slot, who, old)?;
+        let record = self.new_pin_record(new);
+        slot.update_record(|r| match who {
+            Login::So => r.so_pin = Some(record),
+            Login::User => r.user_pin = Some(record),
+        })
+    }
+
+    fn login(&self, app: AppKey, session: u64, user_type: u64, pin: &[u8]) -> Result<(), HsmError> {
+        let who = match user_type {
+            CKU_SO => Login::So,
+            CKU_USER => Login::User,
+            // No operation here needs re-authentication yet.
+            CKU_CONTEXT_SPECIFIC => return Err(HsmError::OperationNotInitialized),
+            other => return Err(HsmError::UserTypeInvalid(other)),
+        };
+        let view = self.view(app, session)?;
+        lock(&self.apps).check_login(&view, who)?;
+        let slot = self.slot(view.slot)?;
+        let _login = lock(&slot.login_lock);
+        self.verify_pin(slot, who, pin)?;
+        let mut apps = lock(&self.apps);
+        // Re-check: another connection of the app may have logged in or
+        // opened a read-only session while the PIN was hashed.
+        let view = apps.view(app, session)?;
+        apps.check_login(&view, who)?;
+        apps.set_login(app, view.slot, who);
+        Ok(())
+    }
+
+    fn open_session(&self, app: AppKey, slot_id: u64, flags: u64) -> Result<u64, HsmError> {
+        let slot = self.slot(slot_id)?;
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(HsmError::SessionParallelNotSupported);
+        }
+        if !slot.read().record.initialized {
+            return Err(HsmError::TokenNotRecognized(slot_id));
+        }
+        lock(&self.apps).open(app, slot_id, flags & CKF_RW_SESSION != 0)
+    }
+
+    fn close_session(&self, app: AppKey, session: u64) -> Result<(), HsmError> {
+        let closed = lock(&self.apps).close(app, session)?;
+        self.drop_session_objects(closed.slot, session);
+        Ok(())
+    }
+
+    fn close_all_sessions(&self, app: AppKey, slot_id: u64) -> Result<(), HsmError> {
+        self.slot(slot_id)?;
+        let handles = lock(&self.apps).sessions_of(app, slot_id);
+        for session in handles {
+            // A concurrent close of the same session is not an error here.
+            let _ = self.close_session(app, session);
+        }
+        Ok(())
+    }
+
+    fn drop_session_objects(&self, slot_id: u64, session: u64) {
+        let Ok(slot) = self.slot(slot_id) else { return };
+        let mut state = slot.write();
+        for handle in state.objects.owned_by(session) {
+            state.objects.remove(handle);
+        }
+    }
+
+    /// True if `object` may be seen from `view`.
+    fn visible(view: &SessionView, object: &Object) -> bool {
+        (!object.is_private() || view.user()) && object.owner.is_none_or(|o| o.app == view.app)
+    }
+
+    /// A copy of a visible object.
+    fn object(&self, view: &SessionView, handle: u64) -> Result<Object, HsmError> {
+        let slot = self.slot(view.slot)?;
+        let state = slot.read();
+        state
+            .objects
+            .get(handle)
+            .filter(|o| Self::visible(view, o))
+            .cloned()
+            .ok_or(HsmError::ObjectHandleInvalid(handle))
+    }
+
+    /// Checks that a new object described by `attrs` may be made in `view`.
+    fn check_new_object(view: &SessionView, attrs: &AttrMap) -> Result<(), HsmError> {
+        if attributes::flag(attrs, CKA_TOKEN) == Some(true) && !view.rw {
+            return Err(HsmError::SessionReadOnly);
+        }
+        if attributes::flag(attrs, CKA_PRIVATE) == Some(true) && !view.user() {
+            return Err(HsmError::UserNotLoggedIn);
+        }
+        Ok(())
+    }
+
+    fn allocate(&self, slot: &Slot, token: bool) -> u64 {
+        if token {
+            slot.next_token_object.fetch_add(1, Ordering::SeqCst)
+        } else {
+            self.next_session_object.fetch_add(1, Ordering::SeqCst)
+        }
+    }
+
+    /// Stores new or changed objects: token objects in one durable
+    /// transaction (with the id counter), then all in memory.
+    fn store_objects(
+        &self,
+        view: &SessionView,
+        objects: Vec<(u64, Object)>,
+    ) -> Result<(), HsmError> {
+        let slot = self.slot(view.slot)?;
+        let mut state = slot.write();
+        let records: Vec<(u64, ObjectRecord)> = objects
+            .iter()
+            .filter(|(_, o)| o.is_token())
+            .map(|(h, o)| (*h, record_of(o)))
+            .collect();
+        if !records.is_empty() {
+            let mut token = state.record.clone();
+            token.next_object_id = token
+                .next_object_id
+                .max(slot.next_token_object.load(Ordering::SeqCst));
+            let put = records.iter().map(|(h, r)| (*h, r)).collect();
+            slot.store.apply(&Change {
+                token: Some(&token),
+                put,
+                ..Change::default()
+            })?;
+            state.record = token;
+        }
+        for (handle, object) in objects {
+            state.objects.insert(handle, object);
+        }
+        Ok(())
+    }
+
+    fn new_object(
+        &self,
+        view: &SessionView,
+        attrs: AttrMap,
+        card_key: Option<Arc<CardKey>>,
+    ) -> Object {
+        let token = attributes::flag(&attrs, CKA_TOKEN) == Some(true);
+        let owner = (!token).then_some(Owner {
+            session: view.handle,
+            app: view.app,
+        });
+        Object {
+            attrs,
+            card_key,
+            owner,
+        }
+    }
+
+    fn create_object(
+        &self,
+        app: AppKey,
+        session: u64,
+        template: &[Attribute],
+    ) -> Result<u64, HsmError> {
+        let view = self.view(app, session)?;
+        let attrs = attributes::new_object(
+            attributes::parse_template(template)?,
+            view.login == Some(Login::So),
+        )?;
+        Self::check_new_object(&view, &attrs)?;
+        let slot = self.slot(view.slot)?;
+        let token = attributes::flag(&attrs, CKA_TOKEN) == Some(true);
+        let handle = self.allocate(slot, token);
+        let object = self.new_object(&view, attrs, None);
+        self.store_objects(&view, vec![(handle, object)])?;
+        Ok(handle)
+    }
+
+    fn copy_object(
+        &self,
+        app: AppKey,
+        session: u64,
+        handle: u64,
+        template: &[Attribute],
+    ) -> Result<u64, HsmError> {
+        let view = self.view(app, session)?;
+        let source = self.object(&view, handle)?;
+        if source.card_key.is_some() {
+            // The card key's policy names its object id; a copy would need
+            // the card to re-wrap it.
+            return Err(HsmError::ActionProhibited(CKA_COPYABLE));
+        }
+        let changes = attributes::parse_template(template)?;
+        let attrs =
+            attributes::copy_attributes(&source.attrs, &changes, view.login == Some(Login::So))?;
+        Self::check_new_object(&view, &attrs)?;
+        let slot = self.slot(view.slot)?;
+        let new_handle = self.allocate(slot, attributes::flag(&attrs, CKA_TOKEN) == Some(true));
+        let object = self.new_object(&view, attrs, None);
+        self.store_objects(&view, vec![(new_handle, object)])?;
+        Ok(new_handle)
+    }
+
+    fn destroy_object(&self, app: AppKey, session: u64, handle: u64) -> Result<(), HsmError> {
+        let view = self.view(app, session)?;
+        let object = self.object(&view, handle)?;
+        if object.is_token() && !view.rw {
+            return Err(HsmError::SessionReadOnly);
+        }
+        if attributes::flag(&object.attrs, CKA_DESTROYABLE) == Some(false) {
+            return Err(HsmError::ActionProhibited(CKA_DESTROYABLE));
+        }
+        let slot = self.slot(view.slot)?;
+        let mut state = slot.write();
+        if object.is_token() {
+            slot.store.apply(&Change {
+                delete: vec![handle],
+                ..Change::default()
+            })?;
+        }
+        state.objects.remove(handle);
+        Ok(())
+    }
+
+    fn object_size(&self, app: AppKey, session: u64, handle: u64) -> Result<u64, HsmError> {
+        let view = self.view(app, session)?;
+        let object = self.object(&view, handle)?;
+        Ok(record_of(&object).to_bytes().len() as u64)
+    }
+
+    fn get_attributes(
+        &self,
+        app: AppKey,
+        session: u64,
+        handle: u64,
+        types: &[u64],
+    ) -> Result<Vec<AttributeValue>, HsmError> {
+        let view = self.view(app, session)?;
+        let object = self.object(&view, handle)?;
+        Ok(types
+            .iter()
+            .map(|&ty| attributes::read(&object.attrs, ty))
+            .collect())
+    }
+
+    fn set_attributes(
+        &self,
+        app: AppKey,
+        session: u64,
+        handle: u64,
+        template: &[Attribute],
+    ) -> Result<(), HsmError> {
+        let view = self.view(app, session)?;
+        let object = self.object(&view, handle)?;
+        if object.is_token() && !view.rw {
+            return Err(HsmError::SessionReadOnly);
+        }
+        let changes = attributes::parse_template(template)?;
+        let attrs = attributes::set_attributes(
+            &object.attrs,
+            &changes,
+            object.card_key.is_some(),
+            view.login == Some(Login::So),
+        )?;
+        self.store_objects(&view, vec![(handle, Object { attrs, ..object })])
+    }
+
+    fn find_objects(
+        &self,
+        app: AppKey,
+        session: u64,
+        template: &[Attribute],
+    ) -> Result<Vec<u64>, HsmError> {
+        let view = self.view(app, session)?;
+        let template = attributes::parse_template(template)?;
+        let slot = self.slot(view.slot)?;
+        let state = slot.read();
+        Ok(state.objects.find(&template, |o| Self::visible(&view, o)))
+    }
+
+    fn generate_key_pair(
+        &self,
+        app: AppKey,
+        session: u64,
+        mechanism: u64,
+        public: &[Attribute],
+        private: &[Attribute],
+    ) -> Result<(u64, u64), HsmError> {
+        let view = self.view(app, session)?;
+        let mut plan = attributes::key_pair_plan(
+            mechanism,
+            attributes::parse_template(public)?,
+            attributes::parse_template(private)?,
+        )?;
+        Self::check_new_object(&view, &plan.public)?;
+        Self::check_new_object(&view, &plan.private)?;
+        let slot = self.slot(view.slot)?;
+        let private_handle = self.allocate(
+            slot,
+            attributes::flag(&plan.private, CKA_TOKEN) == Some(true),
+        );
+        let public_handle = self.allocate(
+            slot,
+            attributes::flag(&plan.public, CKA_TOKEN) == Some(true),
+        );
+        let policy = KeyPolicy {
+            object_id: private_handle,
+            spec: plan.spec,
+            sign: plan.sign,
+            decrypt: plan.decrypt,
+            unwrap: plan.unwrap,
+            derive: plan.derive,
+            sensitive: plan.sensitive,
+            extractable: plan.extractable,
+        };
+        let (blob, public_key) = match slot.card.call(&CardRequest::GenerateKeyPair {
+            policy: policy.clone(),
+        })? {
+            CardResponse::KeyPair { blob, public } => (blob, public),
+            _ => return Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+        };
+        attributes::add_public_key(&mut plan, &public_key)?;
+        let card_key = Arc::new(CardKey { blob, policy });
+        let private_object = self.new_object(&view, plan.private, Some(card_key));
+        let public_object = self.new_object(&view, plan.public, None);
+        self.store_objects(
+            &view,
+            vec![
+                (private_handle, private_object),
+                (public_handle, public_object),
+            ],
+        )?;
+        Ok((public_handle, private_handle))
+    }
+
+    fn sign(
+        &self,
+        app: AppKey,
+        session: u64,
+        key: u64,
+        mechanism: u64,
+        scheme: SignScheme,
+        input: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let view = self.view(app, session)?;
+        let slot = self.slot(view.slot)?;
+        let (card_key, scheme) = {
+            let state = slot.read();
+            let object = state
+                .objects
+                .get(key)
+                .filter(|o| o.owner.is_none_or(|w| w.app == app))
+                .ok_or(HsmError::KeyHandleInvalid(key))?;
+            if object.is_private() && !view.user() {
+                return Err(HsmError::UserNotLoggedIn);
+            }
+            match attributes::ulong(&object.attrs, CKA_CLASS) {
+                Some(CKO_PRIVATE_KEY) => {}
+                Some(CKO_PUBLIC_KEY | CKO_SECRET_KEY) => {
+                    return Err(HsmError::KeyFunctionNotPermitted)
+                }
+                _ => return Err(HsmError::KeyHandleInvalid(key)),
+            }
+            if attributes::flag(&object.attrs, CKA_SIGN) != Some(true) {
+                return Err(HsmError::KeyFunctionNotPermitted);
+            }
+            if let Some(allowed) = attributes::allowed_mechanisms(&object.attrs) {
+                if !allowed.contains(&mechanism) {
+                    return Err(HsmError::MechanismInvalid(mechanism));
+                }
+            }
+            let card_key = object
+                .card_key
+                .clone()
+                .ok_or(HsmError::KeyHandleInvalid(key))?;
+            let scheme =
+                mechanisms::sign_scheme(mechanism, scheme, card_key.policy.spec, input.len())?;
+            (card_key, scheme)
+        };
+        let request = CardRequest::Sign {
+            blob: card_key.blob.clone(),
+            policy: card_key.policy.clone(),
+            scheme,
+            input: input.to_vec(),
+        };
+        match slot.card.call(&request)? {
+            CardResponse::Bytes(signature) => Ok(signature),
+            _ => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+        }
+    }
+
+    fn generate_random(&self, app: AppKey, session: u64, len: u32) -> Result<Vec<u8>, HsmError> {
+        let view = self.view(app, session)?;
+        let slot = self.slot(view.slot)?;
+        // A reply must fit a frame.
+        if len as usize > mesign_proto::MAX_DATA {
+            return Err(HsmError::DataLenRange(len as usize));
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        while out.len() < len as usize {
+            let chunk = (len - out.len() as u32).min(MAX_RANDOM);
+            match slot.card.call(&CardRequest::Random { len: chunk })? {
+                CardResponse::Bytes(bytes) if bytes.len() == chunk as usize => {
+                    out.extend_from_slice(&bytes)
+                }
+                _ => return Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn record_of(object: &Object) -> ObjectRecord {
+    ObjectRecord {
+        attributes: attributes::to_list(&object.attrs),
+        card_key: object.card_key.as_deref().cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::fake::FakeCard;
+    use mesign_proto::attr::{bool_value, ulong_value};
+
+    const APP: AppKey = AppKey { pid: 1, app: 1 };
+    const OTHER: AppKey = AppKey { pid: 2, app: 1 };
+    const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+    fn hsm(dir: &std::path::Path) -> (Hsm, Arc<FakeCard>) {
+        let card = Arc::new(FakeCard::default());
+        let slot = Slot::open(card.clone(), &dir.join("slot-0/token.redb")).unwrap();
+        let pins = PinPolicy {
+            max_attempts: 3,
+            iterations: 1,
+            ..PinPolicy::default()
+        };
+        (Hsm::new(pins, vec![slot]), card)
+    }
+
+    fn ok(h: &Hsm, app: AppKey, body: RequestBody) -> ReplyBody {
+        h.handle(app, body.clone())
+            .unwrap_or_else(|e| panic!("{body:?}: {e}"))
+    }
+
+    fn rv(h: &Hsm, app: AppKey, body: RequestBody) -> u64 {
+        h.handle(app, body).expect_err("expected an error").rv()
+    }
+
+    fn a(ty: u64, value: Vec<u8>) -> Attribute {
+        Attribute { ty, value }
+    }
+
+    fn open(h: &Hsm, app: AppKey, rw: bool) -> u64 {
+        let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
+        match ok(h, app, RequestBody::OpenSession { slot: 0, flags }) {
+            ReplyBody::Session(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Initialized token with user PIN "1234"; returns a user-logged-in RW
+    /// session of APP.
+    fn ready(h: &Hsm) -> u64 {
+        h.connect(APP);
+        h.connect(OTHER);
+        let init = RequestBody::InitToken {
+            slot: 0,
+            so_pin: b"sopin".to_vec(),
+            label: b"t".to_vec(),
+        };
+        ok(h, APP, init);
+        let s = open(h, APP, true);
+        ok(
+            h,
+            APP,
+            RequestBody::Login {
+                session: s,
+                user_type: CKU_SO,
+                pin: b"sopin".to_vec(),
+            },
+        );
+        ok(
+            h,
+            APP,
+            RequestBody::InitPin {
+                session: s,
+                pin: b"1234".to_vec(),
+            },
+        );
+        ok(h, APP, RequestBody::Logout { session: s });
+        ok(
+            h,
+            APP,
+            RequestBody::Login {
+                session: s,
+                user_type: CKU_USER,
+                pin: b"1234".to_vec(),
+            },
+        );
+        s
+    }
+
+    fn ec_pair(h: &Hsm, session: u64, private: Vec<Attribute>) -> (u64, u64) {
+        let body = RequestBody::GenerateKeyPair {
+            session,
+            mechanism: CKM_EC_KEY_PAIR_GEN,
+            public_template: vec![
+                a(CKA_EC_PARAMS, P256_OID.to_vec()),
+                a(CKA_TOKEN, bool_value(true)),
+            ],
+            private_template: private,
+        };
+        match ok(h, APP, body) {
+            ReplyBody::KeyPair { public, private } => (public, private),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_setup_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = hsm(dir.path());
+        h.connect(APP);
+        assert_eq!(
+            rv(
+                &h,
+                APP,
+                RequestBody::OpenSession {
+                    slot: 0,
+                    flags: CKF_SERIAL_SESSION
+                }
+            ),
+            CKR_TOKEN_NOT_RECOGNIZED
+        );
+        assert_eq!(
+            rv(
+                &h,
+                APP,
+                RequestBody::OpenSession {
+                    slot: 5,
+                    flags: CKF_SERIAL_SESSION
+                }
+            ),
+            CKR_SLOT_ID_INVALID
+        );
+        let short = RequestBody::InitToken {
+            slot: 0,
+            so_pin: b"12".to_vec(),
+            label: vec![],
+        };
+        assert_eq!(rv(&h, APP, short), CKR_PIN_LEN_RANGE);
+        let s = ready(&h);
+        assert_eq!(
+            rv(&h, APP, RequestBody::OpenSession { slot: 0, flags: 0 }),
+            CKR_SESSION_PARALLEL_NOT_SUPPORTED
+        );
+        let again = RequestBody::InitToken {
+            slot: 0,
+            so_pin: b"sopin".to_vec(),
+            label: vec![],
+        };
+        assert_eq!(rv(&h, APP, again.clone()), CKR_SESSION_EXISTS);
+        ok(&h, APP, RequestBody::CloseSession { session: s });
+        let wrong = RequestBody::InitToken {
+            slot: 0,
+            so_pin: b"wrong".to_vec(),
+            label: vec![],
+        };
+        assert_eq!(rv(&h, APP, wrong), CKR_PIN_INCORRECT);
+        let info = match ok(&h, APP, RequestBody::TokenInfo { slot: 0 }) {
+            ReplyBody::TokenInfo(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(info.flags & CKF_SO_PIN_COUNT_LOW, 0);
+        assert_ne!(info.flags & CKF_USER_PIN_INITIALIZED, 0);
+        ok(&h, APP, again);
+        let info = match ok(&h, APP, RequestBody::TokenInfo { slot: 0 }) {
+            ReplyBody::TokenInfo(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            info.flags & (CKF_USER_PIN_INITIALIZED | CKF_SO_PIN_COUNT_LOW),
+            0
+        );
+        assert_eq!(info.label.len(), 32);
+    }
+
+    #[test]
+    fn objects_follow_session_and_login_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = hsm(dir.path());
+        let s = ready(&h);
+        let ro = open(&h, APP, false);
+        let data = |token: bool, private: bool| {
+            vec![
+                a(CKA_CLASS, ulong_value(CKO_DATA)),
+                a(CKA_TOKEN, bool_value(token)),
+                a(CKA_PRIVATE, bool_value(private)),
+                a(CKA_LABEL, b"d".to_vec()),
+            ]
+        };
+        let create = |session, t| RequestBody::CreateObject {
+            session,
+            template: t,
+        };
+        assert_eq!(
+            rv(&h, APP, create(ro, data(true, false))),
+            CKR_SESSION_READ_ONLY
+        );
+        let ReplyBody::Object(session_obj) = ok(&h, APP, create(ro, data(false, false))) else {
+            panic!()
+        };
+        assert!(session_obj >= SESSION_OBJECT_BASE);
+        let ReplyBody::Object(token_obj) = ok(&h, APP, create(s, data(true, true))) else {
+            panic!()
+        };
+        assert!(token_obj < SESSION_OBJECT_BASE);
+
+        // Another application sees neither the private token object nor our
+        // session object, and cannot create private objects.
+        let theirs = open(&h, OTHER, true);
+        let find = RequestBody::FindObjects {
+            session: theirs,
+            template: vec![a(CKA_LABEL, b"d".to_vec())],
+        };
+        assert_eq!(ok(&h, OTHER, find.clone()), ReplyBody::Objects(vec![]));
+        assert_eq!(
+            rv(&h, OTHER, create(theirs, data(false, true))),
+            CKR_USER_NOT_LOGGED_IN
+        );
+        let get = RequestBody::GetAttributes {
+            session: theirs,
+            object: session_obj,
+            types: vec![CKA_LABEL],
+        };
+        assert_eq!(rv(&h, OTHER, get), CKR_OBJECT_HANDLE_INVALID);
+
+        let mine = RequestBody::FindObjects {
+            session: s,
+            template: vec![a(CKA_LABEL, b"d".to_vec())],
+        };
+        assert_eq!(
+            ok(&h, APP, mine.clone()),
+            ReplyBody::Objects(vec![token_obj, session_obj])
+        );
+        // Closing the owning session destroys its objects.
+        ok(&h, APP, RequestBody::CloseSession { session: ro });
+        assert_eq!(
+            ok(&h, APP, mine.clone()),
+            ReplyBody::Objects(vec![token_obj])
+        );
+        let frozen = RequestBody::SetAttributes {
+            session: s,
+            object: token_obj,
+            template: vec![a(CKA_DESTROYABLE, bool_value(false))],
+        };
+        ok(&h, APP, frozen);
+        assert_eq!(
+            rv(
+                &h,
+                APP,
+                RequestBody::DestroyObject {
+                    session: s,
+                    object: token_obj
+                }
+            ),
+            CKR_ACTION_PROHIBITED
+        );
+        // Logging out hides private objects again.
+        ok(&h, APP, RequestBody::Logout { session: s });
+        assert_eq!(ok(&h, APP, mine), ReplyBody::Objects(vec![]));
+        assert_eq!(
+            rv(&h, APP, RequestBody::Logout { session: s }),
+            CKR_USER_NOT_LOGGED_IN
+        );
+    }
+
+    #[test]
+    fn signing_checks_key_usage_and_maps_card_faults() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, card) = hsm(dir.path());
+        let s = ready(&h);
+        let (public, private) = ec_pair(
+            &h,
+            s,
+            vec![a(
+                CKA_ALLOWED_MECHANISMS,
+                mesign_proto::attr::ulong_array_value(&[CKM_ECDSA]),
+            )],
+        );
+        let sign = |key, mechanism, input: &[u8]| RequestBody::Sign {
+            session: s,
+            key,
+            mechanism,
+            scheme: SignScheme::Ecdsa,
+            input: input.to_vec(),
+        };
+        assert_eq!(
+            ok(&h, APP, sign(private, CKM_ECDSA, &[1; 32])),
+            ReplyBody::Bytes(vec![1; 32])
+        );
+        let last = card.requests.lock().unwrap().last().cloned().unwrap();
+        match last {
+            CardRequest::Sign { policy, .. } => {
+                assert_eq!(policy.object_id, private);
+                assert!(policy.sign && policy.sensitive && !policy.extractable);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            rv(&h, APP, sign(private, CKM_ECDSA_SHA256, &[1; 32])),
+            CKR_MECHANISM_INVALID
+        );
+        assert_eq!(
+            rv(&h, APP, sign(public, CKM_ECDSA, &[1; 32])),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+        assert_eq!(
+            rv(&h, APP, sign(999, CKM_ECDSA, &[1; 32])),
+            CKR_KEY_HANDLE_INVALID
+        );
+        *card.fail_next.lock().unwrap() = Some(CardFailure::Fault(
+            pci_driver_shim::command::CardFault::BadInput,
+        ));
+        assert_eq!(
+            rv(&h, APP, sign(private, CKM_ECDSA, &[1; 32])),
+            CKR_DATA_INVALID
+        );
+        *card.fail_next.lock().unwrap() = Some(CardFailure::Gone);
+        assert_eq!(
+            rv(&h, APP, sign(private, CKM_ECDSA, &[1; 32])),
+            CKR_DEVICE_REMOVED
+        );
+
+        let (_, no_sign) = ec_pair(&h, s, vec![a(CKA_SIGN, bool_value(false))]);
+        assert_eq!(
+            rv(&h, APP, sign(no_sign, CKM_ECDSA, &[1; 32])),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+        let change = RequestBody::SetAttributes {
+            session: s,
+            object: no_sign,
+            template: vec![a(CKA_SIGN, bool_value(true))],
+        };
+        assert_eq!(rv(&h, APP, change), CKR_ATTRIBUTE_READ_ONLY);
+        let copy = RequestBody::CopyObject {
+            session: s,
+            object: no_sign,
+            template: vec![],
+        };
+        assert_eq!(rv(&h, APP, copy), CKR_ACTION_PROHIBITED);
+
+        ok(&h, APP, RequestBody::Logout { session: s });
+        assert_eq!(
+            rv(&h, APP, sign(private, CKM_ECDSA, &[1; 32])),
+            CKR_USER_NOT_LOGGED_IN
+        );
+    }
+
+    #[test]
+    fn state_survives_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, failures_flag) = {
+            let (h, _) = hsm(dir.path());
+            let s = ready(&h);
+            let (_, private) = ec_pair(&h, s, vec![a(CKA_TOKEN, bool_value(true))]);
+            ok(&h, APP, RequestBody::Logout { session: s });
+            let wrong = RequestBody::Login {
+                session: s,
+                user_type: CKU_USER,
+                pin: b"9999".to_vec(),
+            };
+            assert_eq!(rv(&h, APP, wrong), CKR_PIN_INCORRECT);
+            (private, CKF_USER_PIN_COUNT_LOW)
+        };
+        let (h, _) = hsm(dir.path());
+        h.connect(APP);
+        let ReplyBody::TokenInfo(info) = ok(&h, APP, RequestBody::TokenInfo { slot: 0 }) else {
+            panic!()
+        };
+        assert_ne!(
+            info.flags & failures_flag,
+            0,
+            "the failure counter is persisted"
+        );
+        let s = open(&h, APP, true);
+        ok(
+            &h,
+            APP,
+            RequestBody::Login {
+                session: s,
+                user_type: CKU_USER,
+                pin: b"1234".to_vec(),
+            },
+        );
+        let ReplyBody::TokenInfo(info) = ok(&h, APP, RequestBody::TokenInfo { slot: 0 }) else {
+            panic!()
+        };
+        assert_eq!(
+            info.flags & failures_flag,
+            0,
+            "a correct PIN resets the counter"
+        );
+        let get = RequestBody::GetAttributes {
+            session: s,
+            object: private,
+            types: vec![CKA_VALUE, CKA_SIGN],
+        };
+        assert_eq!(
+            ok(&h, APP, get),
+            ReplyBody::Attributes(vec![
+                AttributeValue::Sensitive,
+                AttributeValue::Value(bool_value(true))
+            ])
+        );
+        // New handles never collide with stored ones.
+        let (public2, _) = ec_pair(&h, s, vec![]);
+        assert!(public2 > private);
+    }
+}

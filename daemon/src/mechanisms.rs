@@ -1,0 +1,285 @@
+//! The mechanisms the daemon offers and the rules tying a signing mechanism
+//! to the scheme the module sends and to the key it uses.
+
+use cryptoki_sys::*;
+use mesign_proto::{HashAlg, MechanismInfo, SignScheme};
+use pci_driver_shim::command::{self as card, KeySpec};
+
+use crate::error::HsmError;
+
+const EC_FLAGS: u64 = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+
+/// The answer to C_GetMechanismList / C_GetMechanismInfo.
+pub fn mechanism_list() -> Vec<MechanismInfo> {
+    let info = |mechanism, min_key_size, max_key_size, flags| MechanismInfo {
+        mechanism,
+        min_key_size,
+        max_key_size,
+        flags,
+    };
+    let rsa_sign = CKF_SIGN | CKF_VERIFY | CKF_HW;
+    let ec_sign = CKF_SIGN | CKF_VERIFY | CKF_HW | EC_FLAGS;
+    vec![
+        info(
+            CKM_RSA_PKCS_KEY_PAIR_GEN,
+            2048,
+            4096,
+            CKF_GENERATE_KEY_PAIR | CKF_HW,
+        ),
+        info(
+            CKM_EC_KEY_PAIR_GEN,
+            256,
+            521,
+            CKF_GENERATE_KEY_PAIR | CKF_HW | EC_FLAGS,
+        ),
+        info(CKM_RSA_PKCS, 2048, 4096, rsa_sign),
+        info(CKM_RSA_PKCS_PSS, 2048, 4096, rsa_sign),
+        info(CKM_SHA256_RSA_PKCS, 2048, 4096, rsa_sign),
+        info(CKM_SHA384_RSA_PKCS, 2048, 4096, rsa_sign),
+        info(CKM_SHA512_RSA_PKCS, 2048, 4096, rsa_sign),
+        info(CKM_SHA256_RSA_PKCS_PSS, 2048, 4096, rsa_sign),
+        info(CKM_SHA384_RSA_PKCS_PSS, 2048, 4096, rsa_sign),
+        info(CKM_SHA512_RSA_PKCS_PSS, 2048, 4096, rsa_sign),
+        info(CKM_ECDSA, 256, 521, ec_sign),
+        info(CKM_ECDSA_SHA256, 256, 521, ec_sign),
+        info(CKM_ECDSA_SHA384, 256, 521, ec_sign),
+        info(CKM_ECDSA_SHA512, 256, 521, ec_sign),
+        info(CKM_SHA256, 0, 0, CKF_DIGEST),
+        info(CKM_SHA384, 0, 0, CKF_DIGEST),
+        info(CKM_SHA512, 0, 0, CKF_DIGEST),
+    ]
+}
+
+/// Longest input accepted for raw CKM_ECDSA (a SHA-512 digest is 64 bytes;
+/// longer "hashes" are truncated by the card, but nobody sends them).
+const MAX_ECDSA_INPUT: usize = 1024;
+
+/// Checks that `scheme` and `input` fit signing `mechanism` with a key of
+/// `spec`, and returns the card's scheme.
+pub fn sign_scheme(
+    mechanism: u64,
+    scheme: SignScheme,
+    spec: KeySpec,
+    input_len: usize,
+) -> Result<card::SignScheme, HsmError> {
+    let hash_of = |m| match m {
+        CKM_SHA256_RSA_PKCS | CKM_SHA256_RSA_PKCS_PSS | CKM_ECDSA_SHA256 => Some(HashAlg::Sha256),
+        CKM_SHA384_RSA_PKCS | CKM_SHA384_RSA_PKCS_PSS | CKM_ECDSA_SHA384 => Some(HashAlg::Sha384),
+        CKM_SHA512_RSA_PKCS | CKM_SHA512_RSA_PKCS_PSS | CKM_ECDSA_SHA512 => Some(HashAlg::Sha512),
+        _ => None,
+    };
+    let rsa = matches!(
+        mechanism,
+        CKM_RSA_PKCS
+            | CKM_RSA_PKCS_PSS
+            | CKM_SHA256_RSA_PKCS
+            | CKM_SHA384_RSA_PKCS
+            | CKM_SHA512_RSA_PKCS
+            | CKM_SHA256_RSA_PKCS_PSS
+            | CKM_SHA384_RSA_PKCS_PSS
+            | CKM_SHA512_RSA_PKCS_PSS
+    );
+    let ec = matches!(
+        mechanism,
+        CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512
+    );
+    if !rsa && !ec {
+        return Err(HsmError::MechanismInvalid(mechanism));
+    }
+    let modulus_len = match spec {
+        KeySpec::Rsa { bits } if rsa => bits as usize / 8,
+        KeySpec::Ec(_) if ec => 0,
+        _ => return Err(HsmError::KeyTypeInconsistent),
+    };
+    let digest_len = |hash: HashAlg| {
+        if input_len == hash.len() {
+            Ok(())
+        } else {
+            Err(HsmError::DataLenRange(input_len))
+        }
+    };
+    match (mechanism, scheme) {
+        (CKM_RSA_PKCS, SignScheme::RsaPkcs1DigestInfo) => {
+            // PKCS#1 v1.5 padding needs at least 11 bytes.
+            if input_len == 0 || input_len + 11 > modulus_len {
+                return Err(HsmError::DataLenRange(input_len));
+            }
+            Ok(card::SignScheme::RsaPkcs1DigestInfo)
+        }
+        (m, SignScheme::RsaPkcs1(hash)) if rsa && m != CKM_RSA_PKCS && m != CKM_RSA_PKCS_PSS => {
+            if hash_of(m) != Some(hash) {
+                return Err(HsmError::ArgumentsBad);
+            }
+            digest_len(hash)?;
+            Ok(card::SignScheme::RsaPkcs1(card_hash(hash)))
+        }
+        (
+            m,
+            SignScheme::RsaPss {
+                hash,
+                mgf_hash,
+                salt_len,
+            },
+        ) if m == CKM_RSA_PKCS_PSS || (rsa && hash_of(m).is_some()) => {
+            if m != CKM_RSA_PKCS_PSS && hash_of(m) != Some(hash) {
+                return Err(HsmError::MechanismParamInvalid);
+            }
+            // EMSA-PSS needs emLen >= hLen + sLen + 2.
+            if salt_len as usize + hash.len() + 2 > modulus_len {
+                return Err(HsmError::MechanismParamInvalid);
+            }
+            digest_len(hash)?;
+            Ok(card::SignScheme::RsaPss {
+                hash: card_hash(hash),
+                mgf_hash: card_hash(mgf_hash),
+                salt_len,
+            })
+        }
+        (CKM_ECDSA, SignScheme::Ecdsa) => {
+            if input_len == 0 || input_len > MAX_ECDSA_INPUT {
+                return Err(HsmError::DataLenRange(input_len));
+            }
+            Ok(card::SignScheme::Ecdsa)
+        }
+        (m, SignScheme::Ecdsa) if ec => {
+            digest_len(hash_of(m).expect("hashed ECDSA mechanisms name a hash"))?;
+            Ok(card::SignScheme::Ecdsa)
+        }
+        // The module sent a scheme that does not belong to the mechanism.
+        _ => Err(HsmError::ArgumentsBad),
+    }
+}
+
+fn card_hash(hash: HashAlg) -> card::Hash {
+    match hash {
+        HashAlg::Sha1 => card::Hash::Sha1,
+        HashAlg::Sha224 => card::Hash::Sha224,
+        HashAlg::Sha256 => card::Hash::Sha256,
+        HashAlg::Sha384 => card::Hash::Sha384,
+        HashAlg::Sha512 => card::Hash::Sha512,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pci_driver_shim::command::Curve;
+
+    const RSA: KeySpec = KeySpec::Rsa { bits: 2048 };
+    const EC: KeySpec = KeySpec::Ec(Curve::P256);
+
+    fn rv(r: Result<card::SignScheme, HsmError>) -> u64 {
+        r.expect_err("expected an error").rv()
+    }
+
+    #[test]
+    fn matching_schemes_pass() {
+        let pkcs1 = SignScheme::RsaPkcs1(HashAlg::Sha256);
+        assert_eq!(
+            sign_scheme(CKM_SHA256_RSA_PKCS, pkcs1, RSA, 32).unwrap(),
+            card::SignScheme::RsaPkcs1(card::Hash::Sha256)
+        );
+        assert!(sign_scheme(CKM_RSA_PKCS, SignScheme::RsaPkcs1DigestInfo, RSA, 51).is_ok());
+        assert!(sign_scheme(CKM_ECDSA, SignScheme::Ecdsa, EC, 20).is_ok());
+        assert!(sign_scheme(CKM_ECDSA_SHA384, SignScheme::Ecdsa, EC, 48).is_ok());
+        let pss = SignScheme::RsaPss {
+            hash: HashAlg::Sha384,
+            mgf_hash: HashAlg::Sha384,
+            salt_len: 48,
+        };
+        assert!(sign_scheme(CKM_RSA_PKCS_PSS, pss, RSA, 48).is_ok());
+        assert!(sign_scheme(CKM_SHA384_RSA_PKCS_PSS, pss, RSA, 48).is_ok());
+    }
+
+    #[test]
+    fn mismatches_get_their_codes() {
+        assert_eq!(
+            rv(sign_scheme(CKM_ECDSA, SignScheme::Ecdsa, RSA, 32)),
+            CKR_KEY_TYPE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(sign_scheme(
+                CKM_SHA256_RSA_PKCS,
+                SignScheme::RsaPkcs1(HashAlg::Sha256),
+                EC,
+                32
+            )),
+            CKR_KEY_TYPE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(sign_scheme(CKM_SHA_1, SignScheme::Ecdsa, EC, 32)),
+            CKR_MECHANISM_INVALID
+        );
+        assert_eq!(
+            rv(sign_scheme(CKM_ECDSA_SHA256, SignScheme::Ecdsa, EC, 31)),
+            CKR_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            rv(sign_scheme(CKM_ECDSA, SignScheme::Ecdsa, EC, 0)),
+            CKR_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            rv(sign_scheme(
+                CKM_RSA_PKCS,
+                SignScheme::RsaPkcs1DigestInfo,
+                RSA,
+                246
+            )),
+            CKR_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            rv(sign_scheme(
+                CKM_SHA256_RSA_PKCS,
+                SignScheme::RsaPkcs1(HashAlg::Sha384),
+                RSA,
+                48
+            )),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            rv(sign_scheme(
+                CKM_ECDSA_SHA256,
+                SignScheme::RsaPkcs1DigestInfo,
+                EC,
+                32
+            )),
+            CKR_ARGUMENTS_BAD
+        );
+        let pss = SignScheme::RsaPss {
+            hash: HashAlg::Sha256,
+            mgf_hash: HashAlg::Sha256,
+            salt_len: 32,
+        };
+        assert_eq!(
+            rv(sign_scheme(CKM_SHA384_RSA_PKCS_PSS, pss, RSA, 32)),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+        let big_salt = SignScheme::RsaPss {
+            hash: HashAlg::Sha256,
+            mgf_hash: HashAlg::Sha256,
+            salt_len: 300,
+        };
+        assert_eq!(
+            rv(sign_scheme(CKM_RSA_PKCS_PSS, big_salt, RSA, 32)),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+    }
+
+    #[test]
+    fn list_offers_every_signing_mechanism_the_checks_accept() {
+        let list = mechanism_list();
+        for m in [
+            CKM_RSA_PKCS,
+            CKM_ECDSA,
+            CKM_SHA512_RSA_PKCS_PSS,
+            CKM_EC_KEY_PAIR_GEN,
+        ] {
+            assert!(list.iter().any(|i| i.mechanism == m), "{m:#x} missing");
+        }
+        let keygen = list
+            .iter()
+            .find(|i| i.mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN)
+            .unwrap();
+        assert_eq!((keygen.min_key_size, keygen.max_key_size), (2048, 4096));
+    }
+}

@@ -1,0 +1,196 @@
+//! The Unix socket server: one thread per connection, blocking I/O.
+//!
+//! Each connection is checked with SO_PEERCRED against the allowed uids and
+//! gids and closed at once if the peer is not allowed. Its first frame must
+//! be `Hello`; after that every frame is one request and gets one reply.
+//!
+//! Protocol errors (documented decision): a body that does not decode, or a
+//! request of another protocol version, gets a reply with CKR_DEVICE_ERROR
+//! (id 0 when the id could not be read) and the connection is closed, since
+//! the peer no longer speaks our protocol. A length prefix above
+//! `MAX_FRAME` closes the connection without reading the body. A request
+//! before `Hello`, or a second `Hello`, is answered with CKR_DEVICE_ERROR.
+//! None of this affects other connections.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+
+use mesign_proto::{
+    FrameError, Reply, ReplyBody, ReplyResult, Request, RequestBody, PROTOCOL_VERSION,
+};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use crate::error::HsmError;
+use crate::hsm::Hsm;
+use crate::sessions::AppKey;
+
+/// Buffers above this size are released after the frame that needed them.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Who may connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl Allowed {
+    fn permits(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
+    }
+}
+
+/// Why the socket could not be set up.
+#[derive(Debug)]
+pub enum BindError {
+    /// Something answers on the socket path: another daemon runs.
+    InUse,
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::InUse => write!(f, "another process is serving on the socket"),
+            BindError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Binds the socket at `path` with permission bits `mode`. A stale socket
+/// file is removed only if nothing answers on it.
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(BindError::InUse);
+        }
+        std::fs::remove_file(path).map_err(BindError::Io)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(BindError::Io)?;
+    }
+    // The socket must never exist with wider permissions than `mode`, not
+    // even between bind and chmod: bind under a strict umask.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.map_err(BindError::Io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(BindError::Io)?;
+    Ok(listener)
+}
+
+/// Serves one connection until it closes.
+pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed) {
+    let cred = match getsockopt(&stream, PeerCredentials) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; closing");
+            return;
+        }
+    };
+    let (pid, uid, gid) = (cred.pid(), cred.uid(), cred.gid());
+    if !allowed.permits(uid, gid) {
+        tracing::warn!(
+            pid,
+            uid,
+            gid,
+            "connection from a user that is not allowed; closed"
+        );
+        return;
+    }
+    tracing::debug!(pid, uid, gid, "connection");
+    let mut app = None;
+    serve_frames(&hsm, &stream, pid, &mut app);
+    if let Some(app) = app {
+        hsm.disconnect(app);
+    }
+    tracing::debug!(pid, "connection closed");
+}
+
+fn serve_frames(hsm: &Hsm, stream: &UnixStream, pid: i32, app: &mut Option<AppKey>) {
+    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    let mut writer = BufWriter::with_capacity(16 * 1024, stream);
+    let mut body = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        match mesign_proto::read_frame(&mut reader, &mut body) {
+            Ok(_) => {}
+            Err(FrameError::Io(_)) => return,
+            Err(FrameError::TooLarge(len)) => {
+                tracing::warn!(pid, len, "oversize frame; closing");
+                return;
+            }
+            Err(FrameError::Malformed(_)) => return,
+        }
+        let (reply, keep_open) = match mesign_proto::decode_frame_body::<Request>(&body) {
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "malformed frame; closing");
+                (error_reply(0, &HsmError::ProtocolOrder), false)
+            }
+            Ok(request) if request.version != PROTOCOL_VERSION => {
+                let e = HsmError::ProtocolVersion(request.version);
+                tracing::warn!(
+                    pid,
+                    version = request.version,
+                    "wrong protocol version; closing"
+                );
+                (error_reply(request.id, &e), false)
+            }
+            Ok(request) => (answer(hsm, pid, app, request), true),
+        };
+        if body.capacity() > KEEP_BUFFER {
+            body = Vec::new();
+        }
+        let written =
+            mesign_proto::write_frame(&mut writer, &reply, &mut out).and_then(|()| writer.flush());
+        if out.capacity() > KEEP_BUFFER {
+            out = Vec::new();
+        }
+        if written.is_err() || !keep_open {
+            return;
+        }
+    }
+}
+
+fn answer(hsm: &Hsm, pid: i32, app: &mut Option<AppKey>, request: Request) -> Reply {
+    let id = request.id;
+    let result = match (*app, request.body) {
+        (None, RequestBody::Hello { app: number }) => {
+            let key = AppKey { pid, app: number };
+            hsm.connect(key);
+            *app = Some(key);
+            Ok(ReplyBody::Hello {
+                daemon_version: env!("CARGO_PKG_VERSION").into(),
+            })
+        }
+        (None, _) => Err(HsmError::ProtocolOrder),
+        (Some(key), body) => {
+            let span = tracing::trace_span!("request", pid, app = key.app, id);
+            let _entered = span.enter();
+            // A bug in one handler must not take the daemon down.
+            catch_unwind(AssertUnwindSafe(|| hsm.handle(key, body)))
+                .unwrap_or(Err(HsmError::Internal))
+        }
+    };
+    match result {
+        Ok(body) => Reply {
+            id,
+            result: ReplyResult::Ok(body),
+        },
+        Err(e) => {
+            tracing::debug!(pid, id, error = %e, "request failed");
+            error_reply(id, &e)
+        }
+    }
+}
+
+fn error_reply(id: u64, e: &HsmError) -> Reply {
+    Reply {
+        id,
+        result: ReplyResult::Err(e.rv()),
+    }
+}
