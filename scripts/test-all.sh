@@ -12,7 +12,7 @@ step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 step "Debian packages"
-packages=(softhsm2 opensc openssl)
+packages=(softhsm2 opensc openssl poppler-utils libnss3-tools python3-venv dpkg-dev p11-kit p11-kit-modules gnutls-bin strace systemd libengine-pkcs11-openssl openjdk-17-jdk-headless)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,12 +40,18 @@ cargo build --workspace --locked
 step "tests"
 cargo test --workspace --locked
 
-step "fuzz smoke run (each wire decoder, bounded time)"
+step "Debian package: build, install, start as the unit would, sign through p11-kit"
+# Installs the package on this machine (root or sudo) and purges it again;
+# refuses to run where MeSign HSM state exists already.
+scripts/deb-e2e.sh
+
+step "fuzz smoke run (every target, 10 s each)"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
-for target in wire_request wire_reply; do
-    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time=20 -rss_limit_mb=1024)
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build)
+for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time=10 -rss_limit_mb=1024)
 done
 
 step "supply chain: the RSA verifier stays out of the product"

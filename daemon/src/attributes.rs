@@ -14,8 +14,12 @@
 //!   key blob; changing them is CKR_ATTRIBUTE_READ_ONLY. CKA_SENSITIVE and
 //!   CKA_EXTRACTABLE may still tighten: the stored, stricter value is what
 //!   the daemon enforces, the card keeps the policy the key was made with.
-//! - CKA_ALWAYS_AUTHENTICATE true is refused (CKR_ATTRIBUTE_VALUE_INVALID)
-//!   until context-specific login exists.
+//! - CKA_ALWAYS_AUTHENTICATE may be set at generation or tightened later
+//!   (false to true), never loosened: a key that wanted a PIN per signature
+//!   keeps wanting it.
+//! - A certificate's CKA_SUBJECT, CKA_ISSUER, CKA_SERIAL_NUMBER and
+//!   CKA_CHECK_VALUE are derived from its CKA_VALUE (see
+//!   [`crate::certificate`]) and cannot be changed afterwards.
 //! - A private key may not be both CKA_DECRYPT and CKA_UNWRAP (a wrapped key
 //!   could otherwise be decrypted into the clear).
 
@@ -63,6 +67,7 @@ const CERTIFICATE: &[u64] = &[
     CKA_HASH_OF_ISSUER_PUBLIC_KEY,
     CKA_JAVA_MIDP_SECURITY_DOMAIN,
     CKA_NAME_HASH_ALGORITHM,
+    CKA_CHECK_VALUE,
 ];
 const KEY: &[u64] = &[
     CKA_KEY_TYPE,
@@ -137,6 +142,15 @@ const FIXED: &[u64] = &[
     CKA_PUBLIC_EXPONENT,
     CKA_EC_PARAMS,
     CKA_EC_POINT,
+];
+
+/// A certificate's value and what is derived from it.
+const CERTIFICATE_DERIVED: &[u64] = &[
+    CKA_VALUE,
+    CKA_SUBJECT,
+    CKA_ISSUER,
+    CKA_SERIAL_NUMBER,
+    CKA_CHECK_VALUE,
 ];
 
 /// Usage flags bound into a card key's policy.
@@ -291,15 +305,9 @@ pub fn new_object(mut map: AttrMap, so: bool) -> Result<AttrMap, HsmError> {
             if cert_type != CKC_X_509 {
                 return Err(HsmError::AttributeValueInvalid(CKA_CERTIFICATE_TYPE));
             }
-            if require(&map, CKA_VALUE)?.is_empty() {
-                return Err(HsmError::AttributeValueInvalid(CKA_VALUE));
-            }
-            require(&map, CKA_SUBJECT)?;
+            require(&map, CKA_VALUE)?;
+            crate::certificate::complete(&mut map)?;
             default(&mut map, CKA_ID, Vec::new());
-            default(&mut map, CKA_ISSUER, Vec::new());
-            default(&mut map, CKA_SERIAL_NUMBER, Vec::new());
-            default(&mut map, CKA_START_DATE, Vec::new());
-            default(&mut map, CKA_END_DATE, Vec::new());
             default(&mut map, CKA_CERTIFICATE_CATEGORY, attr::ulong_value(0));
             default_bool(&mut map, CKA_TRUSTED, false);
         }
@@ -417,9 +425,6 @@ pub fn key_pair_plan(
         KeySpec::Ec(curve_of(require(&public, CKA_EC_PARAMS)?)?)
     };
 
-    if flag(&private, CKA_ALWAYS_AUTHENTICATE) == Some(true) {
-        return Err(HsmError::AttributeValueInvalid(CKA_ALWAYS_AUTHENTICATE));
-    }
     if flag(&public, CKA_TRUSTED) == Some(true) {
         // Only the SO may mark keys trusted, and the SO does not generate.
         return Err(HsmError::AttributeReadOnly(CKA_TRUSTED));
@@ -570,7 +575,7 @@ fn check_change(
         // Restating a value is not a change; tools do it routinely.
         return Ok(());
     }
-    if fixed.contains(&ty) || (class == CKO_CERTIFICATE && ty == CKA_VALUE) {
+    if fixed.contains(&ty) || (class == CKO_CERTIFICATE && CERTIFICATE_DERIVED.contains(&ty)) {
         return Err(HsmError::AttributeReadOnly(ty));
     }
     if card_key && CARD_USAGE.contains(&ty) {
@@ -583,7 +588,7 @@ fn check_change(
         CKA_EXTRACTABLE if new != Some(false) => Err(HsmError::AttributeReadOnly(ty)),
         CKA_COPYABLE if new != Some(false) => Err(HsmError::AttributeReadOnly(ty)),
         CKA_TRUSTED if !so => Err(HsmError::AttributeReadOnly(ty)),
-        CKA_ALWAYS_AUTHENTICATE if new == Some(true) => Err(HsmError::AttributeValueInvalid(ty)),
+        CKA_ALWAYS_AUTHENTICATE if new != Some(true) => Err(HsmError::AttributeReadOnly(ty)),
         _ => Ok(()),
     }
 }
@@ -698,6 +703,8 @@ mod tests {
         )
         .unwrap()
     }
+    const CERT: &[u8] = include_bytes!("../../softhsm-tests/testdata/cert-p256.der");
+
     fn u(v: u64) -> Vec<u8> {
         attr::ulong_value(v)
     }
@@ -793,10 +800,30 @@ mod tests {
             (CKA_CERTIFICATE_TYPE, u(CKC_X_509)),
         ]);
         assert_eq!(rv(new_object(cert.clone(), false)), CKR_TEMPLATE_INCOMPLETE);
+        let mut junk = cert.clone();
+        junk.insert(CKA_VALUE, vec![0x30, 0]);
+        assert_eq!(rv(new_object(junk, false)), CKR_ATTRIBUTE_VALUE_INVALID);
         let mut full = cert;
-        full.insert(CKA_VALUE, vec![0x30, 0]);
-        full.insert(CKA_SUBJECT, vec![0x30, 0]);
-        assert!(new_object(full.clone(), false).is_ok());
+        full.insert(CKA_VALUE, CERT.to_vec());
+        let stored = new_object(full.clone(), false).unwrap();
+        let subject = stored[&CKA_SUBJECT].clone();
+        assert_eq!(subject[0], 0x30, "CKA_SUBJECT filled from the certificate");
+        let mut other_subject = full.clone();
+        other_subject.insert(CKA_SUBJECT, vec![0x30, 0]);
+        assert_eq!(
+            rv(new_object(other_subject, false)),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(
+            rv(set_attributes(
+                &stored,
+                &t(&[(CKA_ISSUER, vec![0x30, 0])]),
+                false,
+                false
+            )),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+        assert!(set_attributes(&stored, &t(&[(CKA_SUBJECT, subject)]), false, false).is_ok());
         full.insert(CKA_TRUSTED, b(true));
         assert_eq!(rv(new_object(full.clone(), false)), CKR_ATTRIBUTE_READ_ONLY);
         assert!(new_object(full, true).is_ok());
@@ -994,6 +1021,15 @@ mod tests {
         .unwrap();
         assert_eq!(flag(&tightened, CKA_SENSITIVE), Some(true));
         assert_eq!(flag(&tightened, CKA_ALWAYS_SENSITIVE), Some(true));
+
+        let always = set(&[(CKA_ALWAYS_AUTHENTICATE, b(true))]).unwrap();
+        let loosen = set_attributes(
+            &always,
+            &t(&[(CKA_ALWAYS_AUTHENTICATE, b(false))]),
+            true,
+            false,
+        );
+        assert_eq!(rv(loosen), CKR_ATTRIBUTE_READ_ONLY);
 
         let mut frozen = key.clone();
         frozen.insert(CKA_MODIFIABLE, b(false));

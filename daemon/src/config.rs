@@ -25,6 +25,18 @@ pub struct FileConfig {
     pub max_pin_len: Option<usize>,
     /// A tracing filter ("info", "mesign_hsmd=debug"); RUST_LOG wins.
     pub log: Option<String>,
+    /// Most client connections served at once (default 1024); further
+    /// connections are closed at once and logged. Each connection costs a
+    /// thread, so this bounds what a misbehaving client can take.
+    pub max_connections: Option<usize>,
+    /// Seconds a new connection may take to send its first frame (Hello)
+    /// before it is closed (default 10; 0 = no limit).
+    pub hello_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay silent after Hello before it is closed
+    /// (default 0 = never). Off by default because closing an
+    /// application's last connection ends its sessions and login, and
+    /// signing servers legitimately keep sessions open idle for hours.
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// One card.
@@ -53,6 +65,38 @@ pub struct Config {
     pub cards: Vec<CardConfig>,
     pub pins: PinPolicy,
     pub log: String,
+    pub limits: Limits,
+}
+
+/// Connection limits (see the matching [`FileConfig`] keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// `None`: no limit.
+    pub hello_timeout: Option<std::time::Duration>,
+    /// `None`: no limit.
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            hello_timeout: Some(std::time::Duration::from_secs(10)),
+            idle_timeout: None,
+        }
+    }
+}
+
+fn seconds(
+    value: Option<u64>,
+    default: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    match value {
+        None => default,
+        Some(0) => None,
+        Some(s) => Some(std::time::Duration::from_secs(s)),
+    }
 }
 
 /// Why the configuration could not be assembled.
@@ -212,6 +256,18 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
             reason: "only permission bits (0o777) allowed",
         });
     }
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_connections: file.max_connections.unwrap_or(defaults.max_connections),
+        hello_timeout: seconds(file.hello_timeout_secs, defaults.hello_timeout),
+        idle_timeout: seconds(file.idle_timeout_secs, defaults.idle_timeout),
+    };
+    if limits.max_connections == 0 {
+        return Err(ConfigError::Invalid {
+            setting: "max_connections",
+            reason: "must be at least 1",
+        });
+    }
     let mut allowed_uids = file.allowed_uids.unwrap_or_else(|| vec![own_uid, 0]);
     allowed_uids.dedup();
     Ok(Config {
@@ -223,6 +279,7 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
         cards,
         pins,
         log: file.log.unwrap_or_else(|| "info".into()),
+        limits,
     })
 }
 
@@ -248,6 +305,29 @@ mod tests {
         assert_eq!((c.pins.min_len, c.pins.max_len), (4, 64));
         assert_eq!(c.socket_mode, 0o600);
         assert_eq!(c.allowed_uids, vec![1000, 0]);
+        assert_eq!(c.limits, Limits::default());
+        let limited: FileConfig = toml::from_str(
+            "max_connections = 8\nhello_timeout_secs = 0\nidle_timeout_secs = 600\n",
+        )
+        .unwrap();
+        let c = resolve(limited, &f, 1000).unwrap();
+        assert_eq!(c.limits.max_connections, 8);
+        assert_eq!(c.limits.hello_timeout, None);
+        assert_eq!(
+            c.limits.idle_timeout,
+            Some(std::time::Duration::from_secs(600))
+        );
+        let none = FileConfig {
+            max_connections: Some(0),
+            ..FileConfig::default()
+        };
+        assert!(matches!(
+            resolve(none, &f, 0),
+            Err(ConfigError::Invalid {
+                setting: "max_connections",
+                ..
+            })
+        ));
         assert_eq!(
             c.cards,
             vec![CardConfig::Emulator {

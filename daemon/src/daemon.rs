@@ -6,7 +6,7 @@
 //! socket file and stops the card emulators it spawned.
 
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -43,6 +43,16 @@ impl std::fmt::Display for RunError {
 }
 
 impl std::error::Error for RunError {}
+
+/// One place in the connection count, given back when dropped (also when
+/// the connection thread panics or could not be started).
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The signals that end the daemon.
 fn shutdown_signals() -> SigSet {
@@ -83,6 +93,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         gids: config.allowed_gids.clone(),
     });
 
+    let limits = config.limits;
+    let connections = Arc::new(AtomicUsize::new(0));
     let stopping = Arc::new(AtomicBool::new(false));
     {
         let stopping = stopping.clone();
@@ -111,10 +123,24 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 continue;
             }
         };
+        // Counted here, before the thread exists, so that a burst of
+        // connections cannot overshoot the limit.
+        if connections.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
+            connections.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                max = limits.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            continue;
+        }
+        let slot = ConnectionSlot(connections.clone());
         let (hsm, allowed) = (hsm.clone(), allowed.clone());
         let spawned = std::thread::Builder::new()
             .name("connection".into())
-            .spawn(move || server::serve_connection(hsm, stream, &allowed));
+            .spawn(move || {
+                let _slot = slot;
+                server::serve_connection(hsm, stream, &allowed, limits)
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a connection thread");
         }

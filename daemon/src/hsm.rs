@@ -285,14 +285,9 @@ impl Hsm {
             .enumerate()
             .map(|(i, s)| {
                 let info = s.card.info();
-                let kind = if info.emulated {
-                    "emulator".to_string()
-                } else {
-                    s.card.backend()
-                };
                 SlotInfo {
                     slot: i as u64,
-                    description: format!("MeSign HSM card {i} ({kind})"),
+                    description: slot_description(&info.model),
                     manufacturer: "MeSign".into(),
                     flags: CKF_TOKEN_PRESENT | CKF_HW_SLOT,
                     hardware_version: info.hardware_version,
@@ -320,7 +315,7 @@ impl Hsm {
         Ok(TokenInfo {
             label: r.label.clone(),
             manufacturer: "MeSign".into(),
-            model: info.model.clone(),
+            model: token_model(info.emulated).into(),
             serial: info.serial.clone(),
             flags,
             max_session_count: CK_EFFECTIVELY_INFINITE,
@@ -494,8 +489,7 @@ impl Hsm {
         let who = match user_type {
             CKU_SO => Login::So,
             CKU_USER => Login::User,
-            // No operation here needs re-authentication yet.
-            CKU_CONTEXT_SPECIFIC => return Err(HsmError::OperationNotInitialized),
+            CKU_CONTEXT_SPECIFIC => return self.context_login(app, session, pin),
             other => return Err(HsmError::UserTypeInvalid(other)),
         };
         let view = self.view(app, session)?;
@@ -510,6 +504,26 @@ impl Hsm {
         apps.check_login(&view, who)?;
         apps.set_login(app, view.slot, who);
         Ok(())
+    }
+
+    /// C_Login(CKU_CONTEXT_SPECIFIC): the module has checked that an
+    /// operation is active; the daemon checks the user PIN (counting
+    /// failures like a user login) and lets the session use one
+    /// CKA_ALWAYS_AUTHENTICATE key once.
+    fn context_login(&self, app: AppKey, session: u64, pin: &[u8]) -> Result<(), HsmError> {
+        let view = self.view(app, session)?;
+        if !view.user() {
+            return Err(HsmError::UserNotLoggedIn);
+        }
+        let slot = self.slot(view.slot)?;
+        let _login = lock(&slot.login_lock);
+        self.verify_pin(slot, Login::User, pin)?;
+        let mut apps = lock(&self.apps);
+        // The application may have logged out while the PIN was hashed.
+        if !apps.view(app, session)?.user() {
+            return Err(HsmError::UserNotLoggedIn);
+        }
+        apps.grant_context_login(app, session)
     }
 
     fn open_session(&self, app: AppKey, slot_id: u64, flags: u64) -> Result<u64, HsmError> {
@@ -822,16 +836,15 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let view = self.view(app, session)?;
         let slot = self.slot(view.slot)?;
-        let (card_key, scheme) = {
+        let (card_key, scheme, always_authenticate) = {
             let state = slot.read();
+            // A private key's handle is invalid while nobody is logged in,
+            // as for every other call (C_Logout invalidates them).
             let object = state
                 .objects
                 .get(key)
-                .filter(|o| o.owner.is_none_or(|w| w.app == app))
+                .filter(|o| Self::visible(&view, o))
                 .ok_or(HsmError::KeyHandleInvalid(key))?;
-            if object.is_private() && !view.user() {
-                return Err(HsmError::UserNotLoggedIn);
-            }
             match attributes::ulong(&object.attrs, CKA_CLASS) {
                 Some(CKO_PRIVATE_KEY) => {}
                 Some(CKO_PUBLIC_KEY | CKO_SECRET_KEY) => {
@@ -853,8 +866,14 @@ impl Hsm {
                 .ok_or(HsmError::KeyHandleInvalid(key))?;
             let scheme =
                 mechanisms::sign_scheme(mechanism, scheme, card_key.policy.spec, input.len())?;
-            (card_key, scheme)
+            let always = attributes::flag(&object.attrs, CKA_ALWAYS_AUTHENTICATE) == Some(true);
+            (card_key, scheme, always)
         };
+        // Consumed before the card is asked, so that one PIN entry never
+        // yields two signatures, whatever happens next.
+        if always_authenticate && !lock(&self.apps).take_context_login(app, session) {
+            return Err(HsmError::UserNotLoggedIn);
+        }
         let request = CardRequest::Sign {
             blob: card_key.blob.clone(),
             policy: card_key.policy.clone(),
@@ -885,6 +904,23 @@ impl Hsm {
             }
         }
         Ok(out)
+    }
+}
+
+/// CK_SLOT_INFO.slotDescription holds 64 characters: the card's own,
+/// honest description (the emulator says it is not tamper-resistant), cut
+/// at a character boundary if it is longer.
+fn slot_description(card_model: &str) -> String {
+    card_model.chars().take(64).collect()
+}
+
+/// CK_TOKEN_INFO.model holds 16 characters, too few for the card's
+/// description; the slot description carries that.
+fn token_model(emulated: bool) -> &'static str {
+    if emulated {
+        "MeSign Emulator"
+    } else {
+        "MeSign HSM"
     }
 }
 
@@ -1232,8 +1268,93 @@ mod tests {
         ok(&h, APP, RequestBody::Logout { session: s });
         assert_eq!(
             rv(&h, APP, sign(private, CKM_ECDSA, &[1; 32])),
-            CKR_USER_NOT_LOGGED_IN
+            CKR_KEY_HANDLE_INVALID,
+            "logout invalidates private key handles"
         );
+    }
+
+    #[test]
+    fn always_authenticate_keys_sign_once_per_context_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = hsm(dir.path());
+        let s = ready(&h);
+        let other = open(&h, APP, true);
+        let (_, key) = ec_pair(&h, s, vec![a(CKA_ALWAYS_AUTHENTICATE, bool_value(true))]);
+        let (_, plain) = ec_pair(&h, s, vec![]);
+        let sign = |session, key| RequestBody::Sign {
+            session,
+            key,
+            mechanism: CKM_ECDSA,
+            scheme: SignScheme::Ecdsa,
+            input: vec![2; 32],
+        };
+        let context = |session, pin: &[u8]| RequestBody::Login {
+            session,
+            user_type: CKU_CONTEXT_SPECIFIC,
+            pin: pin.to_vec(),
+        };
+        ok(&h, APP, sign(s, plain));
+        assert_eq!(rv(&h, APP, sign(s, key)), CKR_USER_NOT_LOGGED_IN);
+        assert_eq!(rv(&h, APP, context(s, b"9999")), CKR_PIN_INCORRECT);
+        let ReplyBody::TokenInfo(info) = ok(&h, APP, RequestBody::TokenInfo { slot: 0 }) else {
+            panic!()
+        };
+        assert_ne!(
+            info.flags & CKF_USER_PIN_COUNT_LOW,
+            0,
+            "a wrong context PIN counts"
+        );
+        ok(&h, APP, context(s, b"1234"));
+        assert_eq!(
+            rv(&h, APP, sign(other, key)),
+            CKR_USER_NOT_LOGGED_IN,
+            "the grant belongs to the session that logged in"
+        );
+        ok(&h, APP, sign(s, key));
+        assert_eq!(
+            rv(&h, APP, sign(s, key)),
+            CKR_USER_NOT_LOGGED_IN,
+            "one signature per context login"
+        );
+        ok(&h, APP, context(s, b"1234"));
+        ok(&h, APP, RequestBody::Logout { session: s });
+        assert_eq!(
+            rv(&h, APP, context(s, b"1234")),
+            CKR_USER_NOT_LOGGED_IN,
+            "context login needs a user login"
+        );
+        ok(
+            &h,
+            APP,
+            RequestBody::Login {
+                session: s,
+                user_type: CKU_USER,
+                pin: b"1234".to_vec(),
+            },
+        );
+        assert_eq!(
+            rv(&h, APP, sign(s, key)),
+            CKR_USER_NOT_LOGGED_IN,
+            "logout dropped the unused grant"
+        );
+    }
+
+    #[test]
+    fn token_model_fits_and_slot_keeps_the_long_description() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = hsm(dir.path());
+        h.connect(APP);
+        let ReplyBody::TokenInfo(info) = ok(&h, APP, RequestBody::TokenInfo { slot: 0 }) else {
+            panic!()
+        };
+        assert!(info.model.len() <= 16, "{:?}", info.model);
+        assert_eq!(info.model, "MeSign Emulator");
+        let ReplyBody::Slots(slots) = ok(&h, APP, RequestBody::Slots) else {
+            panic!()
+        };
+        assert_eq!(slots[0].description, "fake card");
+        let long = "x".repeat(70) + "é";
+        assert_eq!(slot_description(&long).chars().count(), 64);
     }
 
     #[test]

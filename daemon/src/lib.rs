@@ -12,6 +12,7 @@
 pub mod attributes;
 pub mod card;
 pub mod cards;
+pub mod certificate;
 pub mod config;
 pub mod daemon;
 pub mod error;

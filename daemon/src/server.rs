@@ -11,6 +11,10 @@
 //! `MAX_FRAME` closes the connection without reading the body. A request
 //! before `Hello`, or a second `Hello`, is answered with CKR_DEVICE_ERROR.
 //! None of this affects other connections.
+//!
+//! Limits ([`crate::config::Limits`]): a connection must say Hello within
+//! the hello timeout and may then stay silent at most the idle timeout; a
+//! read that times out closes it like a peer that hung up.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +28,7 @@ use mesign_proto::{
 };
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+use crate::config::Limits;
 use crate::error::HsmError;
 use crate::hsm::Hsm;
 use crate::sessions::AppKey;
@@ -84,7 +89,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
 }
 
 /// Serves one connection until it closes.
-pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed) {
+pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, limits: Limits) {
     let cred = match getsockopt(&stream, PeerCredentials) {
         Ok(c) => c,
         Err(e) => {
@@ -103,15 +108,25 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed) {
         return;
     }
     tracing::debug!(pid, uid, gid, "connection");
+    if let Err(e) = stream.set_read_timeout(limits.hello_timeout) {
+        tracing::warn!(error = %e, "cannot set a read timeout; closing");
+        return;
+    }
     let mut app = None;
-    serve_frames(&hsm, &stream, pid, &mut app);
+    serve_frames(&hsm, &stream, pid, &mut app, limits.idle_timeout);
     if let Some(app) = app {
         hsm.disconnect(app);
     }
     tracing::debug!(pid, "connection closed");
 }
 
-fn serve_frames(hsm: &Hsm, stream: &UnixStream, pid: i32, app: &mut Option<AppKey>) {
+fn serve_frames(
+    hsm: &Hsm,
+    stream: &UnixStream,
+    pid: i32,
+    app: &mut Option<AppKey>,
+    idle_timeout: Option<std::time::Duration>,
+) {
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
     let mut writer = BufWriter::with_capacity(16 * 1024, stream);
     let mut body = Vec::new();
@@ -140,7 +155,14 @@ fn serve_frames(hsm: &Hsm, stream: &UnixStream, pid: i32, app: &mut Option<AppKe
                 );
                 (error_reply(request.id, &e), false)
             }
-            Ok(request) => (answer(hsm, pid, app, request), true),
+            Ok(request) => {
+                let greeted = app.is_some();
+                let reply = answer(hsm, pid, app, request);
+                if !greeted && app.is_some() && stream.set_read_timeout(idle_timeout).is_err() {
+                    return;
+                }
+                (reply, true)
+            }
         };
         if body.capacity() > KEEP_BUFFER {
             body = Vec::new();

@@ -4,6 +4,10 @@
 //! login state per slot is shared by all its sessions and connections and
 //! ends when its last connection closes or when it closes its last session
 //! on the slot (PKCS#11 2.40 §5.6: closing all sessions logs out).
+//!
+//! A session may also hold one context-specific authorisation
+//! (CKU_CONTEXT_SPECIFIC): granted by a correct user PIN, consumed by the
+//! next use of a CKA_ALWAYS_AUTHENTICATE key, dropped at logout.
 
 use std::collections::HashMap;
 
@@ -32,6 +36,8 @@ pub struct Session {
     pub app: AppKey,
     pub slot: u64,
     pub rw: bool,
+    /// A context-specific login not yet used.
+    pub context_login: bool,
 }
 
 /// A session as a request sees it: where it is and who is logged in.
@@ -147,7 +153,15 @@ impl Apps {
         let handle = self.next_session;
         self.next_session += 1;
         self.apps.entry(app).or_default();
-        self.sessions.insert(handle, Session { app, slot, rw });
+        self.sessions.insert(
+            handle,
+            Session {
+                app,
+                slot,
+                rw,
+                context_login: false,
+            },
+        );
         Ok(handle)
     }
 
@@ -212,13 +226,37 @@ impl Apps {
         }
     }
 
-    /// Ends a login; `UserNotLoggedIn` if there was none.
+    /// Ends a login, and with it every unused context-specific login of
+    /// the application's sessions on the slot; `UserNotLoggedIn` if there
+    /// was none.
     pub fn logout(&mut self, app: AppKey, slot: u64) -> Result<(), HsmError> {
         self.apps
             .get_mut(&app)
             .and_then(|a| a.logins.remove(&slot))
-            .map(|_| ())
-            .ok_or(HsmError::UserNotLoggedIn)
+            .ok_or(HsmError::UserNotLoggedIn)?;
+        for s in self.sessions.values_mut() {
+            if s.app == app && s.slot == slot {
+                s.context_login = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a context-specific login on one session of `app`.
+    pub fn grant_context_login(&mut self, app: AppKey, handle: u64) -> Result<(), HsmError> {
+        self.view(app, handle)?;
+        if let Some(s) = self.sessions.get_mut(&handle) {
+            s.context_login = true;
+        }
+        Ok(())
+    }
+
+    /// Consumes the session's context-specific login; true if it had one.
+    pub fn take_context_login(&mut self, app: AppKey, handle: u64) -> bool {
+        self.sessions
+            .get_mut(&handle)
+            .filter(|s| s.app == app)
+            .is_some_and(|s| std::mem::take(&mut s.context_login))
     }
 }
 
@@ -282,6 +320,28 @@ mod tests {
         apps.close(A, rw).unwrap();
         assert_eq!(apps.login(A, 0), None);
         assert_eq!(apps.logout(A, 0).unwrap_err().rv(), CKR_USER_NOT_LOGGED_IN);
+    }
+
+    #[test]
+    fn context_login_is_per_session_used_once_and_ends_at_logout() {
+        let mut apps = Apps::default();
+        apps.connect(A);
+        apps.connect(B);
+        let s = apps.open(A, 0, true).unwrap();
+        let t = apps.open(A, 0, true).unwrap();
+        assert_eq!(
+            apps.grant_context_login(B, s).unwrap_err().rv(),
+            CKR_SESSION_HANDLE_INVALID
+        );
+        apps.set_login(A, 0, Login::User);
+        apps.grant_context_login(A, s).unwrap();
+        assert!(!apps.take_context_login(A, t), "only the granted session");
+        assert!(!apps.take_context_login(B, s), "only its own application");
+        assert!(apps.take_context_login(A, s));
+        assert!(!apps.take_context_login(A, s), "used once");
+        apps.grant_context_login(A, s).unwrap();
+        apps.logout(A, 0).unwrap();
+        assert!(!apps.take_context_login(A, s), "logout drops it");
     }
 
     #[test]

@@ -38,9 +38,14 @@ fn emulator_present() -> PathBuf {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, "")
+    }
+
+    /// Starts with `extra` appended to the test configuration.
+    fn start_with(dir: &Path, extra: &str) -> Daemon {
         emulator_present();
         let config = dir.join("hsmd.toml");
-        std::fs::write(&config, "max_pin_attempts = 3\n").unwrap();
+        std::fs::write(&config, format!("max_pin_attempts = 3\n{extra}")).unwrap();
         let socket = dir.join("hsmd.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_mesign-hsmd"))
             .arg("--state-dir")
@@ -572,4 +577,60 @@ fn login_is_per_application_and_pins_lock() {
         }),
         CKR_PIN_LOCKED
     );
+}
+
+/// True once the daemon has closed `stream` (a read returns end of file or
+/// an error), polled up to a deadline.
+fn closed_by_daemon(stream: &mut UnixStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(within))
+        .expect("set a read timeout");
+    let mut byte = [0u8; 1];
+    !matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        || e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+#[test]
+fn connection_limit_and_hello_timeout_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(dir.path(), "max_connections = 2\nhello_timeout_secs = 1\n");
+    let mut first = daemon.client(1);
+    let second = daemon.client(2);
+    // The readiness probe's connection may still hold a place for a moment;
+    // poll until a third connection is refused for the limit alone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut third = UnixStream::connect(&daemon.socket).unwrap();
+        if closed_by_daemon(&mut third, Duration::from_millis(300)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a third connection stayed open past max_connections = 2"
+        );
+    }
+    // Served connections are unaffected, and a closed one frees its place.
+    assert!(matches!(
+        first.ok(RequestBody::Slots),
+        ReplyBody::Slots(s) if s.len() == 1
+    ));
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        let mut c = UnixStream::connect(&daemon.socket).unwrap();
+        // A silent connection is closed after the hello timeout, not at once.
+        if !closed_by_daemon(&mut c, Duration::from_millis(300)) {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed place was not given back"
+        );
+    };
+    assert!(
+        closed_by_daemon(&mut again, Duration::from_secs(5)),
+        "a connection that never says Hello is closed after hello_timeout_secs"
+    );
+    assert!(matches!(first.ok(RequestBody::Slots), ReplyBody::Slots(_)));
 }

@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
             // Whatever decodes must encode and decode to the same request.
             let mut frame = Vec::new();
             encode_frame(&req, &mut frame);
-            let again: Request = decode_frame_body(&frame[4..]).expect("re-encoded request decodes");
+            let again: Request =
+                decode_frame_body(&frame[4..]).expect("re-encoded request decodes");
             assert_eq!(again, req);
         }
     }

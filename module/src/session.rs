@@ -93,13 +93,20 @@ pub(crate) extern "C" fn fn_c_get_session_info(
     })
 }
 
+/// C_Login's work once the PIN is read. `CKU_CONTEXT_SPECIFIC` authorises
+/// the signing operation active in this session (for a key with
+/// CKA_ALWAYS_AUTHENTICATE; the daemon lets the next signature of the
+/// session consume it), so without one it is
+/// `CKR_OPERATION_NOT_INITIALIZED` and the daemon is not asked.
 fn login(
     lib: &Library,
     session: CK_SESSION_HANDLE,
     user_type: CK_USER_TYPE,
     pin: &[u8],
 ) -> Result<(), Error> {
-    lib.sessions.check(session)?;
+    if user_type == CKU_CONTEXT_SPECIFIC && !lib.sessions.with(session, |s| s.sign.is_some())? {
+        return Err(Error::OperationNotInitialized);
+    }
     done(
         lib,
         RequestBody::Login {
@@ -110,13 +117,18 @@ fn login(
     )
 }
 
+/// C_Login (PKCS#11 3.0 §5.7): a NULL PIN is `CKR_ARGUMENTS_BAD` (no
+/// protected authentication path).
 pub(crate) extern "C" fn fn_c_login(
     session: CK_SESSION_HANDLE,
     user_type: CK_USER_TYPE,
     pin: *mut CK_UTF8CHAR,
     pin_len: CK_ULONG,
 ) -> CK_RV {
-    with_library(|lib| login(lib, session, user_type, ffi::input(pin, pin_len)?))
+    with_library(|lib| {
+        lib.sessions.check(session)?;
+        login(lib, session, user_type, ffi::pin(pin, pin_len)?)
+    })
 }
 
 /// C_LoginUser (3.0): the token has no named users, so only an empty or
@@ -131,11 +143,11 @@ pub(crate) extern "C" fn fn_c_login_user(
     username_len: CK_ULONG,
 ) -> CK_RV {
     with_library(|lib| {
+        lib.sessions.check(session)?;
         if !ffi::input(username, username_len)?.is_empty() {
-            lib.sessions.check(session)?;
             return Err(Error::ArgumentsBad);
         }
-        login(lib, session, user_type, ffi::input(pin, pin_len)?)
+        login(lib, session, user_type, ffi::pin(pin, pin_len)?)
     })
 }
 
@@ -160,7 +172,7 @@ pub(crate) extern "C" fn fn_c_init_pin(
             lib,
             RequestBody::InitPin {
                 session,
-                pin: ffi::input(pin, pin_len)?.to_vec(),
+                pin: ffi::pin(pin, pin_len)?.to_vec(),
             },
         )
     })
@@ -175,8 +187,8 @@ pub(crate) extern "C" fn fn_c_set_pin(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.check(session)?;
-        let old_pin = ffi::input(old_pin, old_len)?.to_vec();
-        let new_pin = ffi::input(new_pin, new_len)?.to_vec();
+        let old_pin = ffi::pin(old_pin, old_len)?.to_vec();
+        let new_pin = ffi::pin(new_pin, new_len)?.to_vec();
         done(
             lib,
             RequestBody::SetPin {

@@ -7,7 +7,7 @@
 
 use aws_lc_rs::digest::Context;
 use cryptoki_sys::*;
-use mesign_proto::{ReplyBody, RequestBody, MAX_DATA};
+use mesign_proto::{HashAlg, ReplyBody, RequestBody, MAX_DATA};
 
 use crate::digest::algorithm;
 use crate::entry::with_library;
@@ -17,6 +17,7 @@ use crate::key_info;
 use crate::library::Library;
 use crate::mechanism::{sign_mechanism, SignKind, SignMechanism};
 use crate::sessions::{drive, ensure_idle, Step};
+use crate::verify::parse_digest_info;
 
 /// An active signing operation.
 pub(crate) struct SignOp {
@@ -37,6 +38,7 @@ impl SignOp {
         mechanism: SignMechanism,
         key: CK_OBJECT_HANDLE,
     ) -> Result<Self, Error> {
+        check_signable(&mechanism)?;
         let attrs = key_info::fetch(lib, session, key, CKA_SIGN)?;
         attrs.check(CKO_PRIVATE_KEY, &mechanism)?;
         Ok(SignOp {
@@ -54,9 +56,15 @@ impl SignOp {
         let too_long = Error::DataLenRange { len: data.len() };
         match self.mechanism.kind {
             SignKind::RsaPkcs if data.len() + 11 > self.signature_len => Err(too_long),
+            // The card signs a DigestInfo by re-encoding its digest, so it
+            // must be one of the hashes it signs with.
+            SignKind::RsaPkcs => match parse_digest_info(data) {
+                Some((h, _)) if card_signs_with(h) => Ok(data.to_vec()),
+                _ => Err(Error::DataInvalid),
+            },
             SignKind::RsaPss(p) if data.len() != p.hash.len() => Err(too_long),
             SignKind::Ecdsa if data.is_empty() || data.len() > MAX_DATA => Err(too_long),
-            SignKind::RsaPkcs | SignKind::RsaPss(_) | SignKind::Ecdsa => Ok(data.to_vec()),
+            SignKind::RsaPss(_) | SignKind::Ecdsa => Ok(data.to_vec()),
             SignKind::RsaPkcsHashed(_) | SignKind::RsaPssHashed(_) | SignKind::EcdsaHashed(_) => {
                 let mut ctx = self.hasher.clone().ok_or(Error::OperationNotInitialized)?;
                 ctx.update(data);
@@ -87,6 +95,36 @@ impl SignOp {
             }
             _ => Err(Error::Transport),
         }
+    }
+}
+
+/// Whether the token signs with `hash`: not with SHA-1 (NIST SP 800-131A
+/// disallows SHA-1 for signature generation), nor with SHA-224 (the card's
+/// aws-lc-rs has no SHA-224 RSA encoding, and the token lists no SHA-224
+/// mechanism). Verification of such signatures is still offered.
+fn card_signs_with(hash: HashAlg) -> bool {
+    !matches!(hash, HashAlg::Sha1 | HashAlg::Sha224)
+}
+
+/// Refuses at C_SignInit what the card would refuse at C_Sign: the
+/// mechanisms it does not list (SHA-1 and SHA-224 hash-and-sign) with
+/// `CKR_MECHANISM_INVALID`, and PSS parameters other than MGF1 over the
+/// message hash with a salt as long as that hash with
+/// `CKR_MECHANISM_PARAM_INVALID`.
+fn check_signable(m: &SignMechanism) -> Result<(), Error> {
+    match m.kind {
+        SignKind::RsaPkcsHashed(h) | SignKind::EcdsaHashed(h) if !card_signs_with(h) => {
+            Err(Error::MechanismInvalid(m.ty))
+        }
+        SignKind::RsaPssHashed(p) if !card_signs_with(p.hash) => Err(Error::MechanismInvalid(m.ty)),
+        SignKind::RsaPss(p) | SignKind::RsaPssHashed(p)
+            if !card_signs_with(p.hash)
+                || p.mgf_hash != p.hash
+                || p.salt_len as usize != p.hash.len() =>
+        {
+            Err(Error::MechanismParamInvalid(m.ty))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -191,11 +229,18 @@ mod tests {
     #[test]
     fn raw_inputs_follow_the_mechanism_length_rules() {
         let rsa = op(SignKind::RsaPkcs, 256);
-        assert_eq!(rsa.input(&[1; 245]).unwrap().len(), 245);
+        let mut info = crate::verify::tests::digest_info(HashAlg::Sha256);
+        assert_eq!(rsa.input(&info).unwrap(), info);
         assert_eq!(
             rsa.input(&[1; 246]).unwrap_err(),
             Error::DataLenRange { len: 246 }
         );
+        // Not a DigestInfo, or one of SHA-1 (what pkcs11-tool --test sends).
+        assert_eq!(rsa.input(&[1; 245]).unwrap_err(), Error::DataInvalid);
+        info.push(0);
+        assert_eq!(rsa.input(&info).unwrap_err(), Error::DataInvalid);
+        let sha1 = crate::verify::tests::digest_info(HashAlg::Sha1);
+        assert_eq!(rsa.input(&sha1).unwrap_err(), Error::DataInvalid);
         let pss = Pss {
             hash: HashAlg::Sha256,
             mgf_hash: HashAlg::Sha256,
@@ -214,5 +259,51 @@ mod tests {
         let expected = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, b"abc");
         assert_eq!(op.input(b"abc").unwrap(), expected.as_ref());
         assert_eq!(op.mechanism.family(), KeyFamily::Ec);
+    }
+
+    #[test]
+    fn unsigned_hashes_and_pss_shapes_are_refused_at_init() {
+        let m = |ty, kind| SignMechanism { ty, kind };
+        let pss = |hash, mgf_hash, salt_len| Pss {
+            hash,
+            mgf_hash,
+            salt_len,
+        };
+        use HashAlg::*;
+        for (ty, kind) in [
+            (CKM_SHA1_RSA_PKCS, SignKind::RsaPkcsHashed(Sha1)),
+            (CKM_SHA224_RSA_PKCS, SignKind::RsaPkcsHashed(Sha224)),
+            (CKM_ECDSA_SHA1, SignKind::EcdsaHashed(Sha1)),
+            (
+                CKM_SHA1_RSA_PKCS_PSS,
+                SignKind::RsaPssHashed(pss(Sha1, Sha1, 20)),
+            ),
+        ] {
+            assert_eq!(
+                check_signable(&m(ty, kind)),
+                Err(Error::MechanismInvalid(ty))
+            );
+        }
+        for p in [
+            pss(Sha1, Sha1, 20),
+            pss(Sha256, Sha1, 32),
+            pss(Sha256, Sha256, 20),
+        ] {
+            assert_eq!(
+                check_signable(&m(CKM_RSA_PKCS_PSS, SignKind::RsaPss(p))),
+                Err(Error::MechanismParamInvalid(CKM_RSA_PKCS_PSS))
+            );
+        }
+        assert_eq!(
+            check_signable(&m(
+                CKM_SHA384_RSA_PKCS_PSS,
+                SignKind::RsaPssHashed(pss(Sha384, Sha384, 48))
+            )),
+            Ok(())
+        );
+        assert_eq!(
+            check_signable(&m(CKM_ECDSA_SHA256, SignKind::EcdsaHashed(Sha256))),
+            Ok(())
+        );
     }
 }

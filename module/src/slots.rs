@@ -150,7 +150,7 @@ pub(crate) extern "C" fn fn_c_init_token(
         if label.is_null() {
             return Err(Error::ArgumentsBad);
         }
-        let so_pin = ffi::input(pin, pin_len)?.to_vec();
+        let so_pin = ffi::pin(pin, pin_len)?.to_vec();
         let label = ffi::input(label, 32)?.to_vec();
         match lib.daemon.call(RequestBody::InitToken {
             slot,

@@ -159,7 +159,8 @@ const DIGEST_INFO: [(HashAlg, &[u8]); 5] = [
     ),
 ];
 
-fn parse_digest_info(input: &[u8]) -> Option<(HashAlg, &[u8])> {
+/// The hash and digest of a DER DigestInfo, if `input` is exactly one.
+pub(crate) fn parse_digest_info(input: &[u8]) -> Option<(HashAlg, &[u8])> {
     DIGEST_INFO.iter().find_map(|(h, prefix)| {
         let digest = input.strip_prefix(*prefix)?;
         (digest.len() == h.len()).then_some((*h, digest))
@@ -368,7 +369,7 @@ pub(crate) extern "C" fn fn_c_verify_final(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::rsa::KeySize;
@@ -376,6 +377,14 @@ mod tests {
 
     fn mech(ty: CK_MECHANISM_TYPE, kind: SignKind) -> SignMechanism {
         SignMechanism { ty, kind }
+    }
+
+    /// A DigestInfo over the hash of "doc".
+    pub(crate) fn digest_info(hash: HashAlg) -> Vec<u8> {
+        let (_, prefix) = DIGEST_INFO.iter().find(|(h, _)| *h == hash).unwrap();
+        let mut info = prefix.to_vec();
+        info.extend_from_slice(aws_lc_rs::digest::digest(algorithm(hash), b"doc").as_ref());
+        info
     }
 
     #[test]

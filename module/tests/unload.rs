@@ -46,7 +46,10 @@ fn load_use_unload() {
 
 #[test]
 fn threads_that_used_an_unloaded_module_exit_cleanly() {
-    assert!(cdylib().exists(), "run `cargo build -p mesign-pkcs11` first");
+    assert!(
+        cdylib().exists(),
+        "run `cargo build -p mesign-pkcs11` first"
+    );
     // If the module's code were unmapped, this thread's exit would run a
     // destructor in unmapped memory and the whole test process would die.
     std::thread::spawn(load_use_unload).join().unwrap();

@@ -8,6 +8,11 @@
 //! answer out of shared memory and wakes the caller, who decodes it.
 //! Concurrent callers batch naturally: the card drains every entry present
 //! when it wakes, however many doorbell writes announced them.
+//!
+//! A call that outlives its deadline fails with [`CardError::Timeout`]; its
+//! slot stays reserved until the card completes it (the card may still write
+//! there). A card that dies fails every call with [`CardError::Gone`];
+//! [`Card::reopen`] attaches to it again once it is back (after a reset).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,6 +28,9 @@ use crate::region::RegionError;
 pub const RSA_KEYGEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline for every other command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Overrides [`DEFAULT_TIMEOUT`] (milliseconds), read when a card is opened:
+/// tests of a card that drops completions need not wait ten seconds.
+pub const TIMEOUT_ENV: &str = "MESIGN_CARD_TIMEOUT_MS";
 /// How long the reaper blocks before re-checking the ring on its own; a
 /// safety net against a lost interrupt, and how soon `Drop` is noticed.
 const REAPER_TICK: Duration = Duration::from_millis(200);
@@ -32,9 +40,10 @@ pub struct Card {
     shared: Arc<Shared>,
     reaper: Option<JoinHandle<()>>,
     info: CardInfo,
+    default_timeout: Duration,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     device: Box<dyn Device>,
     slots: Vec<Slot>,
     free: Mutex<Vec<u32>>,
@@ -73,22 +82,7 @@ pub(crate) enum CompletionProblem {
 impl Card {
     /// Starts the reaper on `device` and asks the card who it is.
     pub fn open(device: Box<dyn Device>) -> Result<Card, CardError> {
-        let slot_count = device.region().slot_count();
-        let shared = Arc::new(Shared {
-            slots: (0..slot_count)
-                .map(|_| Slot {
-                    state: Mutex::new(SlotState::Free),
-                    done: Condvar::new(),
-                })
-                .collect(),
-            // Popped from the back: hand out low slots first.
-            free: Mutex::new((0..slot_count).rev().collect()),
-            slot_freed: Condvar::new(),
-            submit: Mutex::new(()),
-            gone: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
-            device,
-        });
+        let shared = Arc::new(Shared::new(device));
         let reaper_shared = Arc::clone(&shared);
         let reaper = std::thread::Builder::new()
             .name("card-reaper".into())
@@ -108,6 +102,7 @@ impl Card {
                 operational: false,
                 emulated: false,
             },
+            default_timeout: default_timeout_from_env(),
         };
         match card.call(&CardRequest::Info)? {
             CardResponse::Info(info) => card.info = info,
@@ -134,9 +129,23 @@ impl Card {
         self.shared.device.describe()
     }
 
+    /// True once the card was found dead: every call fails with
+    /// [`CardError::Gone`] until the caller reopens it.
+    pub fn is_gone(&self) -> bool {
+        self.shared.gone.load(Ordering::Acquire)
+    }
+
+    /// Attaches to the same card again (after it reset or its process was
+    /// restarted on the same socket) and returns the new handle; this one
+    /// keeps failing. Backends that cannot reattach answer
+    /// [`CardError::Gone`].
+    pub fn reopen(&self) -> Result<Card, CardError> {
+        Card::open(self.shared.device.reconnect()?)
+    }
+
     /// Runs one command with the default deadline for its kind.
     pub fn call(&self, request: &CardRequest) -> Result<CardResponse, CardError> {
-        self.call_with_timeout(request, timeout_for(request))
+        self.call_with_timeout(request, self.timeout_for(request))
     }
 
     /// Runs one command; fails with [`CardError::Timeout`] after `timeout`.
@@ -158,11 +167,45 @@ impl Card {
         let raw = self
             .shared
             .submit_and_wait(slot, &encoded, deadline, timeout)?;
-        match minicbor::decode::<CardResult>(&raw) {
-            Ok(CardResult::Ok(response)) => Ok(response),
-            Ok(CardResult::Err(fault)) => Err(CardError::Fault(fault)),
-            Err(_) => Err(CardError::MalformedResponse { slot }),
+        decode_answer(&raw, slot)
+    }
+
+    fn timeout_for(&self, request: &CardRequest) -> Duration {
+        match request {
+            CardRequest::GenerateKeyPair { policy }
+                if matches!(policy.spec, KeySpec::Rsa { .. }) =>
+            {
+                RSA_KEYGEN_TIMEOUT.max(self.default_timeout)
+            }
+            _ => self.default_timeout,
         }
+    }
+}
+
+/// Turns the bytes a card wrote into a slot into the caller's answer. The
+/// bytes come from the card and are not trusted: anything that does not
+/// decode is [`CardError::MalformedResponse`].
+pub fn decode_answer(raw: &[u8], slot: u32) -> Result<CardResponse, CardError> {
+    match minicbor::decode::<CardResult>(raw) {
+        Ok(CardResult::Ok(response)) => Ok(response),
+        Ok(CardResult::Err(fault)) => Err(CardError::Fault(fault)),
+        Err(_) => Err(CardError::MalformedResponse { slot }),
+    }
+}
+
+/// [`DEFAULT_TIMEOUT`], or what [`TIMEOUT_ENV`] says when it holds a
+/// positive number of milliseconds.
+fn default_timeout_from_env() -> Duration {
+    let configured = std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0);
+    match configured {
+        Some(ms) => {
+            tracing::info!(ms, "card command deadline set by {TIMEOUT_ENV}");
+            Duration::from_millis(ms)
+        }
+        None => DEFAULT_TIMEOUT,
     }
 }
 
@@ -184,15 +227,6 @@ impl std::fmt::Debug for Card {
     }
 }
 
-fn timeout_for(request: &CardRequest) -> Duration {
-    match request {
-        CardRequest::GenerateKeyPair { policy } if matches!(policy.spec, KeySpec::Rsa { .. }) => {
-            RSA_KEYGEN_TIMEOUT
-        }
-        _ => DEFAULT_TIMEOUT,
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking holder cannot leave these small state machines
     // half-updated in a way later users would misread.
@@ -202,7 +236,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn take_slot(&self, deadline: Instant, timeout: Duration) -> Result<u32, CardError> {
+    pub(crate) fn new(device: Box<dyn Device>) -> Shared {
+        let slot_count = device.region().slot_count();
+        Shared {
+            slots: (0..slot_count)
+                .map(|_| Slot {
+                    state: Mutex::new(SlotState::Free),
+                    done: Condvar::new(),
+                })
+                .collect(),
+            // Popped from the back: hand out low slots first.
+            free: Mutex::new((0..slot_count).rev().collect()),
+            slot_freed: Condvar::new(),
+            submit: Mutex::new(()),
+            gone: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            device,
+        }
+    }
+
+    pub(crate) fn take_slot(&self, deadline: Instant, timeout: Duration) -> Result<u32, CardError> {
         let mut free = lock(&self.free);
         loop {
             if self.gone.load(Ordering::Acquire) {
@@ -223,6 +276,40 @@ impl Shared {
         }
     }
 
+    /// Panics when the slot bookkeeping is inconsistent: a slot listed free
+    /// twice, or listed free while not in the free state. Whatever the card
+    /// writes into the region must never get us there.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn assert_consistent(&self) {
+        let free = lock(&self.free).clone();
+        let mut seen = vec![false; self.slots.len()];
+        for &slot in &free {
+            assert!(!seen[slot as usize], "slot {slot} listed free twice");
+            seen[slot as usize] = true;
+            assert!(
+                matches!(*lock(&self.slots[slot as usize].state), SlotState::Free),
+                "slot {slot} listed free while in use"
+            );
+        }
+    }
+
+    /// The finished answer in `slot`, if the reaper delivered one (the
+    /// caller's side of [`Shared::wait_answer`] without blocking).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn take_answer(&self, slot: u32) -> Option<Result<Vec<u8>, CardError>> {
+        let cell = self.slots.get(slot as usize)?;
+        let mut state = lock(&cell.state);
+        if !matches!(*state, SlotState::Done(_)) {
+            return None;
+        }
+        let SlotState::Done(raw) = std::mem::replace(&mut *state, SlotState::Free) else {
+            unreachable!("checked just above")
+        };
+        drop(state);
+        self.release_slot(slot);
+        Some(raw.map_err(CardError::from))
+    }
+
     fn release_slot(&self, slot: u32) {
         *lock(&self.slots[slot as usize].state) = SlotState::Free;
         lock(&self.free).push(slot);
@@ -236,6 +323,13 @@ impl Shared {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, CardError> {
+        self.submit(slot, encoded)?;
+        self.wait_answer(slot, deadline, timeout)
+    }
+
+    /// Writes the request into `slot` (taken with [`Shared::take_slot`]),
+    /// posts it and rings the doorbell; on failure the slot is free again.
+    pub(crate) fn submit(&self, slot: u32, encoded: &[u8]) -> Result<(), CardError> {
         let region = self.device.region();
         if let Err(e) = region.write_request(slot, encoded) {
             self.release_slot(slot);
@@ -257,7 +351,18 @@ impl Shared {
             // The entry is in the ring; the card may still pick it up.
             tracing::warn!(error = %e, "doorbell write failed");
         }
+        Ok(())
+    }
 
+    /// Waits for the answer to the request in `slot`; gives up (leaving the
+    /// slot abandoned) at `deadline` or when the card is gone.
+    pub(crate) fn wait_answer(
+        &self,
+        slot: u32,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CardError> {
+        let cell = &self.slots[slot as usize];
         let mut state = lock(&cell.state);
         loop {
             if matches!(*state, SlotState::Done(_)) {
@@ -305,7 +410,7 @@ impl Shared {
         }
     }
 
-    fn drain_completions(&self) -> Result<(), RegionError> {
+    pub(crate) fn drain_completions(&self) -> Result<(), RegionError> {
         let region = self.device.region();
         while let Some(slot) = region.completions().pop()? {
             if let Err(problem) = self.complete(slot) {
@@ -337,7 +442,7 @@ impl Shared {
         }
     }
 
-    fn mark_gone(&self) {
+    pub(crate) fn mark_gone(&self) {
         self.gone.store(true, Ordering::Release);
         for cell in &self.slots {
             // Take the lock so a caller between its check and its wait does
@@ -384,20 +489,7 @@ mod tests {
             interrupt: EventLine::new().unwrap(),
             doorbell: EventLine::new().unwrap(),
         };
-        Arc::new(Shared {
-            slots: (0..4)
-                .map(|_| Slot {
-                    state: Mutex::new(SlotState::Free),
-                    done: Condvar::new(),
-                })
-                .collect(),
-            free: Mutex::new(vec![3, 2, 1, 0]),
-            slot_freed: Condvar::new(),
-            submit: Mutex::new(()),
-            gone: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
-            device: Box::new(device),
-        })
+        Arc::new(Shared::new(Box::new(device)))
     }
 
     #[test]
@@ -495,6 +587,7 @@ mod tests {
         s.device.region().completions().push(slot).unwrap();
         s.drain_completions().unwrap();
         assert_eq!(lock(&s.free).len(), 4);
+        s.assert_consistent();
     }
 
     #[test]

@@ -29,4 +29,10 @@ pub trait Device: Send + Sync {
 
     /// A human-readable description for logs and `mesign-hsm` output.
     fn describe(&self) -> String;
+
+    /// Attaches to the same card afresh, after a reset or a restart of its
+    /// process; backends that cannot answer [`CardError::Gone`].
+    fn reconnect(&self) -> Result<Box<dyn Device>, CardError> {
+        Err(CardError::Gone)
+    }
 }

@@ -20,6 +20,7 @@
 //!   generation with pairwise tests, blob wrapping, signing, power-on
 //!   self-tests, process hardening. Built on aws-lc-rs.
 //! - [`command`]: the command and answer types (the fixed contract).
+//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets.
 //!
 //! A real-device backend (vendor character device or VFIO) would implement
 //! [`Device`] over a mapped BAR and kernel eventfds; none exists yet.
@@ -33,6 +34,8 @@ pub mod emulator;
 mod error;
 mod eventfd;
 pub mod firmware;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[allow(unsafe_code)]
 pub mod region;
 

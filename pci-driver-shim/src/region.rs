@@ -364,6 +364,16 @@ impl SharedRegion {
             .collect())
     }
 
+    /// Writes `value` at the 4-byte word `index` (wrapped into the region),
+    /// as a buggy or hostile peer can: headers, ring indices, ring entries,
+    /// slot lengths, payloads alike. For the fuzz targets.
+    #[cfg(feature = "fuzzing")]
+    pub fn poke_word(&self, index: u32, value: u32) {
+        let words = self.layout.total / 4;
+        let offset = (index as usize % words) * 4;
+        self.u32_at(offset).store(value, Ordering::Release);
+    }
+
     /// Writes a response length without a payload, as a hostile card might.
     #[cfg(test)]
     pub(crate) fn forge_response_len(&self, slot: u32, len: u32) {

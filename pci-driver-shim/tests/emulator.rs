@@ -589,3 +589,99 @@ fn emulator_refuses_to_start_for_a_parent_that_is_not_its_own() {
     assert!(!status.success());
     assert!(!dir.path().join("card.sock").exists());
 }
+
+#[test]
+fn reset_card_is_gone_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = dir.path().join("faults");
+    let (_emu, card) = start_with_env(
+        dir.path(),
+        "MESIGN_CARD_EMU_FAULTS",
+        faults.to_str().unwrap(),
+    );
+    let p = policy(60, KeySpec::Ec(Curve::P256));
+    let (blob, public) = generate(&card, &p);
+    std::fs::write(&faults, "reset\n").unwrap();
+    let started = Instant::now();
+    let result = card.call(&CardRequest::Random { len: 8 });
+    assert!(matches!(result, Err(CardError::Gone)), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a reset took {:?} to notice",
+        started.elapsed()
+    );
+    assert!(card.is_gone());
+    // The card is back after its reset: a new session, and the key made
+    // before the reset still signs.
+    let card = card.reopen().expect("reattach after the reset");
+    assert!(!card.is_gone());
+    let prehash = Sha256::digest(b"after a reset").to_vec();
+    let sig = sign(&card, &blob, &p, SignScheme::Ecdsa, &prehash).expect("sign");
+    assert!(verify_p256(&public, &prehash, &sig));
+}
+
+#[test]
+fn dropped_corrupt_and_tampered_answers_at_the_card_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = dir.path().join("faults");
+    let (_emu, card) = start_with_env(
+        dir.path(),
+        "MESIGN_CARD_EMU_FAULTS",
+        faults.to_str().unwrap(),
+    );
+    let random = CardRequest::Random { len: 8 };
+    std::fs::write(&faults, "drop\n").unwrap();
+    let deadline = Duration::from_millis(300);
+    let started = Instant::now();
+    let result = card.call_with_timeout(&random, deadline);
+    assert!(
+        matches!(result, Err(CardError::Timeout { after }) if after == deadline),
+        "{result:?}"
+    );
+    assert!(started.elapsed() >= deadline && started.elapsed() < Duration::from_secs(3));
+
+    std::fs::write(&faults, "corrupt\n").unwrap();
+    let result = card.call(&random);
+    assert!(
+        matches!(result, Err(CardError::MalformedResponse { .. })),
+        "{result:?}"
+    );
+
+    std::fs::write(&faults, "").unwrap();
+    assert!(matches!(card.call(&random), Ok(CardResponse::Bytes(b)) if b.len() == 8));
+
+    std::fs::write(&faults, "tamper\n").unwrap();
+    let result = card.call(&random);
+    assert!(
+        matches!(result, Err(CardError::Fault(CardFault::SelfTestFailed))),
+        "{result:?}"
+    );
+    match card.call(&CardRequest::Info) {
+        Ok(CardResponse::Info(info)) => assert!(!info.operational, "tampered card operational"),
+        other => panic!("Info after tamper: {other:?}"),
+    }
+}
+
+#[test]
+fn restarted_emulator_can_be_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut emu, card) = start(dir.path());
+    let p = policy(61, KeySpec::Ec(Curve::P256));
+    let (blob, public) = generate(&card, &p);
+    emu.kill();
+    assert!(matches!(
+        card.call(&CardRequest::Info),
+        Err(CardError::Gone | CardError::Timeout { .. })
+    ));
+    assert!(
+        card.reopen().is_err(),
+        "reopened a card whose process is gone"
+    );
+    // A new emulator process on the same state directory and socket.
+    let (_emu, first) = start(dir.path());
+    drop(first);
+    let card = card.reopen().expect("reattach to the restarted card");
+    let prehash = Sha256::digest(b"after a restart").to_vec();
+    let sig = sign(&card, &blob, &p, SignScheme::Ecdsa, &prehash).expect("sign");
+    assert!(verify_p256(&public, &prehash, &sig));
+}

@@ -31,6 +31,17 @@ impl Daemon {
     /// Starts `mesign-hsmd --state-dir STATE --socket SOCKET` with its output in
     /// `log`, and returns once the socket accepts a connection.
     pub fn start(state_dir: &Path, socket: &Path, log: &Path) -> Self {
+        Self::start_with_env(state_dir, socket, log, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables for the daemon and
+    /// the card emulator it spawns (fault injection, card timeouts).
+    pub fn start_with_env(
+        state_dir: &Path,
+        socket: &Path,
+        log: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         binaries::require(binaries::MESIGN_CARD_EMU);
         let exe = binaries::require(binaries::MESIGN_DAEMON);
         std::fs::create_dir_all(state_dir).expect("create daemon state dir");
@@ -45,6 +56,7 @@ impl Daemon {
             .arg(state_dir)
             .arg("--socket")
             .arg(socket)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -68,6 +80,22 @@ impl Daemon {
     /// The socket the daemon listens on.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("daemon child present until stopped")
+            .id()
+    }
+
+    /// SIGKILL, as a crash would, and reap the process.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Everything the daemon wrote to stdout and stderr so far.

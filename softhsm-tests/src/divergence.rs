@@ -22,6 +22,45 @@ pub enum Divergence {
     /// SoftHSMv2 answers C_Logout without a logged-in user with CKR_OK; the
     /// specification (and ours) says CKR_USER_NOT_LOGGED_IN.
     SoftHsmLogoutWithoutLoginIsOk,
+    /// C_SignInit with a handle that is not (or no longer) valid: SoftHSMv2
+    /// returns CKR_OBJECT_HANDLE_INVALID, which C_SignInit's list of return
+    /// values in PKCS#11 §5.11 does not contain; ours returns
+    /// CKR_KEY_HANDLE_INVALID.
+    SoftHsmSignInitObjectHandleInvalid,
+    /// SoftHSMv2 lets an operation initialized with a private key finish
+    /// after C_Logout (C_Sign returns a signature); PKCS#11 §5.7 says
+    /// C_Logout ends such operations, and ours does.
+    SoftHsmSignsAfterLogout,
+    /// SoftHSMv2 counts wrong PINs only as far as CKF_*_PIN_COUNT_LOW and
+    /// never locks a PIN; ours shows FINAL_TRY and locks after
+    /// `max_pin_attempts` failures (default 10), persisted across restarts.
+    SoftHsmNeverLocksPins,
+    /// SoftHSMv2 stores a certificate's CKA_SUBJECT, CKA_ISSUER and
+    /// CKA_SERIAL_NUMBER as given, without reading CKA_VALUE: it requires
+    /// CKA_SUBJECT, leaves the others empty, and accepts values that
+    /// contradict the DER or a CKA_VALUE that is no certificate. Ours parses
+    /// the DER, fills what is missing and refuses contradictions
+    /// (CKR_ATTRIBUTE_VALUE_INVALID).
+    SoftHsmDoesNotParseCertificates,
+    /// CKA_LOCAL in a data object's template: SoftHSMv2 says
+    /// CKR_ATTRIBUTE_TYPE_INVALID; ours treats CKA_LOCAL as computed and
+    /// says CKR_ATTRIBUTE_READ_ONLY for every class.
+    SoftHsmLocalOnDataIsTypeInvalid,
+    /// C_GenerateKeyPair with CKA_CLASS = CKO_PRIVATE_KEY in the public
+    /// template: SoftHSMv2 says CKR_ATTRIBUTE_VALUE_INVALID; ours says
+    /// CKR_TEMPLATE_INCONSISTENT, the code PKCS#11 gives for a template
+    /// that contradicts the mechanism.
+    SoftHsmKeyPairClassValueInvalid,
+    /// SoftHSMv2 keeps its token in files that every process rescans and
+    /// rewrites, and is known to fail under many concurrent processes (its
+    /// issue #757); the stress case runs it with 2 processes x 2 threads for
+    /// 3 s, ours with 8 x 4 for 20 s (MESIGN_STRESS_SECONDS to change).
+    SoftHsmMultiProcessStress,
+    /// SoftHSMv2's file store writes one file per token object and rescans
+    /// the token directory on every search, so 10,000 token objects take
+    /// minutes; the scale case gives it 100 objects and checks results only,
+    /// ours 10,000 with a median search time under 1 ms.
+    SoftHsmFileStoreScale,
 }
 
 impl Divergence {
@@ -31,6 +70,14 @@ impl Divergence {
             Divergence::SoftHsmLacksEcdsaSha256 => Kind::SoftHsm,
             Divergence::StateDirOnlyOurs => Kind::SoftHsm,
             Divergence::SoftHsmLogoutWithoutLoginIsOk => Kind::SoftHsm,
+            Divergence::SoftHsmSignInitObjectHandleInvalid => Kind::SoftHsm,
+            Divergence::SoftHsmSignsAfterLogout => Kind::SoftHsm,
+            Divergence::SoftHsmNeverLocksPins => Kind::SoftHsm,
+            Divergence::SoftHsmDoesNotParseCertificates => Kind::SoftHsm,
+            Divergence::SoftHsmLocalOnDataIsTypeInvalid => Kind::SoftHsm,
+            Divergence::SoftHsmKeyPairClassValueInvalid => Kind::SoftHsm,
+            Divergence::SoftHsmMultiProcessStress => Kind::SoftHsm,
+            Divergence::SoftHsmFileStoreScale => Kind::SoftHsm,
         }
     }
 
@@ -45,6 +92,30 @@ impl Divergence {
             }
             Divergence::SoftHsmLogoutWithoutLoginIsOk => {
                 "SoftHSMv2 returns CKR_OK for C_Logout when nobody is logged in"
+            }
+            Divergence::SoftHsmSignInitObjectHandleInvalid => {
+                "SoftHSMv2's C_SignInit answers an invalid key handle with CKR_OBJECT_HANDLE_INVALID"
+            }
+            Divergence::SoftHsmSignsAfterLogout => {
+                "SoftHSMv2 completes a C_Sign begun before C_Logout"
+            }
+            Divergence::SoftHsmNeverLocksPins => {
+                "SoftHSMv2 sets only CKF_*_PIN_COUNT_LOW and never locks a PIN"
+            }
+            Divergence::SoftHsmDoesNotParseCertificates => {
+                "SoftHSMv2 stores certificate attributes as given, without parsing CKA_VALUE"
+            }
+            Divergence::SoftHsmLocalOnDataIsTypeInvalid => {
+                "SoftHSMv2 answers CKA_LOCAL on a data object with CKR_ATTRIBUTE_TYPE_INVALID"
+            }
+            Divergence::SoftHsmKeyPairClassValueInvalid => {
+                "SoftHSMv2 answers a wrong CKA_CLASS in a key pair template with CKR_ATTRIBUTE_VALUE_INVALID"
+            }
+            Divergence::SoftHsmMultiProcessStress => {
+                "SoftHSMv2 fails many-process load (issue #757); stressed lightly"
+            }
+            Divergence::SoftHsmFileStoreScale => {
+                "SoftHSMv2's file store is too slow for 10,000 token objects; 100, untimed"
             }
         }
     }

@@ -12,6 +12,17 @@ pub(crate) fn input<'a>(ptr: *const u8, len: CK_ULONG) -> Result<&'a [u8], Error
     input_array(ptr, len)
 }
 
+/// Borrows a PIN. NULL means "use the protected authentication path",
+/// which the token does not have (CKF_PROTECTED_AUTHENTICATION_PATH is
+/// clear), so it is `CKR_ARGUMENTS_BAD` rather than an empty PIN that would
+/// count as a wrong one.
+pub(crate) fn pin<'a>(ptr: *const u8, len: CK_ULONG) -> Result<&'a [u8], Error> {
+    if ptr.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    input_array(ptr, len)
+}
+
 /// Borrows `len` elements at `ptr` as input; NULL only with a zero length.
 fn input_array<'a, T>(ptr: *const T, len: CK_ULONG) -> Result<&'a [T], Error> {
     let len = usize::try_from(len).map_err(|_| Error::ArgumentsBad)?;
@@ -168,6 +179,12 @@ mod tests {
             write_out::<u64>(ptr::null_mut(), 1),
             Err(Error::ArgumentsBad)
         );
+    }
+
+    #[test]
+    fn a_null_pin_is_bad_arguments_even_when_empty() {
+        assert_eq!(pin(ptr::null(), 0), Err(Error::ArgumentsBad));
+        assert_eq!(pin(b"1234".as_ptr(), 4), Ok(&b"1234"[..]));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (PKCS#11 3.0 §5.2 "General-purpose functions": C_GetFunctionList,
 //! C_GetInterfaceList, C_GetInterface).
 
+use std::cell::UnsafeCell;
 use std::ffi::CStr;
 
 use cryptoki_sys::*;
@@ -23,23 +24,43 @@ struct Interfaces([CK_INTERFACE; 2]);
 // function tables) that are never written through; sharing them is safe.
 unsafe impl Sync for Interfaces {}
 
-/// 3.0 first: C_GetInterface without a name or version picks the first.
-static INTERFACES: Interfaces = Interfaces([
-    CK_INTERFACE {
-        pInterfaceName: PKCS11_NAME.as_ptr().cast::<CK_UTF8CHAR>().cast_mut(),
-        pFunctionList: (&FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0)
-            .cast_mut()
-            .cast(),
-        flags: 0,
-    },
-    CK_INTERFACE {
-        pInterfaceName: PKCS11_NAME.as_ptr().cast::<CK_UTF8CHAR>().cast_mut(),
-        pFunctionList: (&FUNCTION_LIST as *const CK_FUNCTION_LIST)
-            .cast_mut()
-            .cast(),
-        flags: 0,
-    },
-]);
+/// The interface descriptions, 3.0 first: C_GetInterface without a name or
+/// version picks the first.
+const fn descriptions() -> [CK_INTERFACE; 2] {
+    [
+        CK_INTERFACE {
+            pInterfaceName: PKCS11_NAME.as_ptr().cast::<CK_UTF8CHAR>().cast_mut(),
+            pFunctionList: (&FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0)
+                .cast_mut()
+                .cast(),
+            flags: 0,
+        },
+        CK_INTERFACE {
+            pInterfaceName: PKCS11_NAME.as_ptr().cast::<CK_UTF8CHAR>().cast_mut(),
+            pFunctionList: (&FUNCTION_LIST as *const CK_FUNCTION_LIST)
+                .cast_mut()
+                .cast(),
+            flags: 0,
+        },
+    ]
+}
+
+/// What the module reads when matching and listing interfaces.
+static INTERFACES: Interfaces = Interfaces(descriptions());
+
+/// The copies whose addresses C_GetInterface hands out. They live in
+/// writable memory because some callers write into the returned
+/// `CK_INTERFACE` (OpenSC 0.23's pkcs11-spy replaces `pFunctionList` with
+/// its own table), which crashed them on our read-only static. The module
+/// never reads these copies, so such writes cannot change its answers.
+struct HandedOut(UnsafeCell<[CK_INTERFACE; 2]>);
+
+// SAFETY: the module never reads or writes through the cell; only callers
+// do, through the pointers C_GetInterface gives them, as with any C module
+// that hands out pointers to its globals.
+unsafe impl Sync for HandedOut {}
+
+static HANDED_OUT: HandedOut = HandedOut(UnsafeCell::new(descriptions()));
 
 /// The version of each entry of [`INTERFACES`] (the tables' own versions).
 fn interface_version(i: usize) -> CK_VERSION {
@@ -102,10 +123,10 @@ pub extern "C" fn C_GetInterface(
             version_ok && flags & !INTERFACES.0[i].flags == 0
         });
         let i = found.ok_or(Error::ArgumentsBad)?;
-        write_out(
-            interface,
-            (&INTERFACES.0[i] as *const CK_INTERFACE).cast_mut(),
-        )
+        // SAFETY: `i` indexes the two-element array (found above); only an
+        // address is computed, nothing is read or written.
+        let handed_out = unsafe { HANDED_OUT.0.get().cast::<CK_INTERFACE>().add(i) };
+        write_out(interface, handed_out)
     })
 }
 
@@ -180,5 +201,24 @@ mod tests {
             ),
             CKR_ARGUMENTS_BAD
         );
+    }
+
+    #[test]
+    fn callers_may_write_into_the_returned_interface() {
+        let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+        assert_eq!(
+            C_GetInterface(std::ptr::null_mut(), std::ptr::null_mut(), &mut iface, 0),
+            CKR_OK
+        );
+        let original = INTERFACES.0[0].pFunctionList;
+        // What pkcs11-spy does; a read-only static made this a SIGSEGV.
+        // SAFETY: the pointer was just handed out by C_GetInterface.
+        unsafe { (*iface).pFunctionList = std::ptr::null_mut() };
+        // SAFETY: as above.
+        unsafe { (*iface).pFunctionList = original };
+        let mut count: CK_ULONG = 2;
+        let mut listed = [INTERFACES.0[1]; 2];
+        assert_eq!(C_GetInterfaceList(listed.as_mut_ptr(), &mut count), CKR_OK);
+        assert_eq!(listed[0].pFunctionList, original);
     }
 }

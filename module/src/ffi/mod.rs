@@ -20,7 +20,7 @@ mod interface;
 mod mechanism;
 mod template;
 
-pub(crate) use buffer::{input, output, write_out, Fill, OutBuf};
+pub(crate) use buffer::{input, output, pin, write_out, Fill, OutBuf};
 pub(crate) use init_args::{initialize_args, InitArgs};
 pub use interface::{C_GetFunctionList, C_GetInterface, C_GetInterfaceList};
 pub(crate) use mechanism::{mechanism, RawMechanism};

@@ -9,6 +9,10 @@
 //! mesign-card-emu --state-dir DIR --listen SOCKET [--parent-pid PID]
 //! ```
 //!
+//! `MESIGN_CARD_EMU_FAULTS=FILE` turns on fault injection for tests (see
+//! `pci_driver_shim::emulator::faults`); `MESIGN_CARD_EMU_FAIL_SELFTEST=1`
+//! makes the power-on self-tests fail.
+//!
 //! With `--parent-pid` (how the daemon starts it) the emulator ends when that
 //! process dies, even by SIGKILL, so a killed daemon leaves no orphan card
 //! holding the state directory.
@@ -21,6 +25,7 @@ use std::sync::Arc;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::{umask, Mode};
+use pci_driver_shim::emulator::faults::FaultControl;
 use pci_driver_shim::emulator::server;
 use pci_driver_shim::firmware::{harden_process, Firmware, FORCE_FAILURE_ENV};
 
@@ -121,12 +126,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let bound = socket_identity(&args.listen);
     tracing::info!(socket = %args.listen.display(), state_dir = %args.state_dir.display(), "card emulator ready");
     let socket = args.listen.clone();
+    let faults = FaultControl::from_env().map(Arc::new);
     let accept = std::thread::Builder::new()
         .name("card-accept".into())
         .stack_size(server::THREAD_STACK)
-        .spawn(move || server::serve(listener, firmware, socket));
+        .spawn(move || server::serve(listener, firmware, socket, faults));
     if let Err(e) = accept {
         tracing::error!(error = %e, "cannot start the accept thread");
         return ExitCode::FAILURE;
@@ -135,6 +142,18 @@ fn main() -> ExitCode {
         Ok(signal) => tracing::info!(?signal, "shutting down"),
         Err(errno) => tracing::error!(%errno, "waiting for signals failed; shutting down"),
     }
-    let _ = std::fs::remove_file(&args.listen);
+    // A successor started after our parent died may already listen at the
+    // same path; its socket is not ours to remove.
+    if bound.is_some() && socket_identity(&args.listen) == bound {
+        let _ = std::fs::remove_file(&args.listen);
+    }
     ExitCode::SUCCESS
+}
+
+/// Device and inode of the socket file, to recognise our own.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }

@@ -8,6 +8,7 @@
 //! accepts the next once the connection closes; the host, in turn, treats a
 //! closed connection as a dead card ([`CardError::Gone`]).
 
+pub mod faults;
 pub mod server;
 
 use std::io::IoSliceMut;
@@ -80,6 +81,9 @@ impl Device for EmulatorDevice {
             self.region.slot_count(),
             self.region.slot_capacity()
         )
+    }
+    fn reconnect(&self) -> Result<Box<dyn Device>, CardError> {
+        connect_emulator(&self.socket)
     }
 }
 

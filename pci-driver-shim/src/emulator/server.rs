@@ -7,6 +7,10 @@
 //! validate and execute them, post completions (producer side serialized)
 //! and raise the interrupt. A worker that takes an entry while more remain
 //! rings the doorbell again so another worker shares the load.
+//!
+//! With a [`FaultControl`] (tests only, see [`super::faults`]) the workers
+//! also drop, delay or spoil completions, and the card can be made to
+//! detect tampering or to reset.
 
 use std::io::{IoSlice, Read};
 use std::os::fd::{AsFd, AsRawFd};
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
+use super::faults::{self, FaultControl, OneShot};
 use super::{BUSY, HELLO};
 use crate::error::CardError;
 use crate::eventfd::EventLine;
@@ -47,7 +52,12 @@ pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Accepts hosts forever, serving one at a time.
-pub fn serve(listener: UnixListener, firmware: Arc<Firmware>, socket: PathBuf) {
+pub fn serve(
+    listener: UnixListener,
+    firmware: Arc<Firmware>,
+    socket: PathBuf,
+    faults: Option<Arc<FaultControl>>,
+) {
     let attached = Arc::new(AtomicBool::new(false));
     for stream in listener.incoming() {
         let stream = match stream {
@@ -65,12 +75,13 @@ pub fn serve(listener: UnixListener, firmware: Arc<Firmware>, socket: PathBuf) {
         let firmware = Arc::clone(&firmware);
         let attached = Arc::clone(&attached);
         let socket = socket.clone();
+        let faults = faults.clone();
         let spawned = std::thread::Builder::new()
             .name("card-session".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
                 tracing::info!(socket = %socket.display(), "host attached");
-                if let Err(e) = run_session(stream, firmware) {
+                if let Err(e) = run_session(stream, firmware, faults) {
                     tracing::error!(error = %e, "host session failed");
                 }
                 tracing::info!("host detached");
@@ -102,9 +113,23 @@ struct Session {
     producer: Mutex<()>,
     ended: AtomicBool,
     firmware: Arc<Firmware>,
+    faults: Option<Arc<FaultControl>>,
+    /// The host connection, shut down to emulate a card reset.
+    connection: Option<UnixStream>,
 }
 
-fn run_session(mut stream: UnixStream, firmware: Arc<Firmware>) -> Result<(), CardError> {
+fn run_session(
+    mut stream: UnixStream,
+    firmware: Arc<Firmware>,
+    faults: Option<Arc<FaultControl>>,
+) -> Result<(), CardError> {
+    let connection = match faults {
+        Some(_) => Some(stream.try_clone().map_err(|e| CardError::Os {
+            op: "dup",
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?),
+        None => None,
+    };
     let session = Arc::new(Session {
         region: SharedRegion::create(DEFAULT_SLOT_COUNT, DEFAULT_SLOT_SIZE)?,
         doorbell: EventLine::new()?,
@@ -113,6 +138,8 @@ fn run_session(mut stream: UnixStream, firmware: Arc<Firmware>) -> Result<(), Ca
         producer: Mutex::new(()),
         ended: AtomicBool::new(false),
         firmware,
+        faults,
+        connection,
     });
     send(
         &stream,
@@ -187,7 +214,21 @@ impl Session {
     }
 
     fn execute(&self, slot: u32) {
-        let answer = match self.region.read_request(slot) {
+        let plan = self
+            .faults
+            .as_ref()
+            .map(|control| control.poll())
+            .unwrap_or_default();
+        for fault in &plan.one_shot {
+            match fault {
+                OneShot::Tamper => self.firmware.enter_error_state("tamper detected"),
+                OneShot::Reset => {
+                    self.reset();
+                    return;
+                }
+            }
+        }
+        let mut answer = match self.region.read_request(slot) {
             Ok(request) => self.firmware.execute(&request),
             Err(crate::region::RegionError::SlotOutOfRange { .. }) => {
                 tracing::warn!(slot, "host submitted a slot outside the region");
@@ -198,6 +239,17 @@ impl Session {
                 Firmware::malformed()
             }
         };
+        let faulty = plan.persistent;
+        if faulty.drop_completions {
+            tracing::warn!(slot, "fault injection: completion dropped");
+            return;
+        }
+        if let Some(delay) = faulty.delay {
+            std::thread::sleep(delay);
+        }
+        if faulty.corrupt_answers {
+            faults::corrupt(&mut answer);
+        }
         if let Err(e) = self.region.write_response(slot, &answer) {
             tracing::error!(slot, error = %e, "cannot write the response");
             return;
@@ -212,6 +264,17 @@ impl Session {
             }
             Err(e) => tracing::error!(slot, error = %e, "cannot post the completion"),
         }
+    }
+
+    /// A card reset as the host sees it: the session ends without answers
+    /// to what was in flight, and the host has to attach again.
+    fn reset(&self) {
+        tracing::warn!("fault injection: card reset");
+        self.ended.store(true, Ordering::Release);
+        if let Some(connection) = &self.connection {
+            let _ = connection.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = self.doorbell.signal();
     }
 }
 
@@ -229,6 +292,8 @@ mod tests {
             producer: Mutex::new(()),
             ended: AtomicBool::new(false),
             firmware: Arc::new(Firmware::start(dir, false).unwrap()),
+            faults: None,
+            connection: None,
         }
     }
 

@@ -100,6 +100,13 @@ impl Firmware {
         })
     }
 
+    /// Puts the card in its error state, as a failed self-test does: every
+    /// command but `Info` is refused until the card restarts.
+    pub fn enter_error_state(&self, why: &str) {
+        tracing::error!(why, "entering the error state; the card refuses service");
+        self.operational.store(false, Ordering::Release);
+    }
+
     /// Executes one encoded command and returns the encoded result.
     pub fn execute(&self, request: &[u8]) -> Vec<u8> {
         let result = match minicbor::decode::<CardRequest>(request) {
@@ -179,6 +186,15 @@ impl Firmware {
             blob,
             public: generated.public,
         })
+    }
+
+    /// Wraps arbitrary bytes as if they were a PKCS#8 key made by this
+    /// card, so the fuzz targets reach the key parser behind the unwrap.
+    #[cfg(feature = "fuzzing")]
+    pub fn wrap_for_fuzzing(&self, pkcs8: &[u8], policy: &KeyPolicy) -> Vec<u8> {
+        self.wrapper
+            .wrap(pkcs8, &policy.to_aad())
+            .expect("wrapping with a valid key succeeds")
     }
 
     fn unwrap_key(&self, blob: &[u8], policy: &KeyPolicy) -> Result<Arc<LoadedKey>, CardFault> {

@@ -1,0 +1,234 @@
+# Shared by the real-client drivers in scripts/clients/: sourced, not run.
+#
+# Each driver is run as `scripts/clients/<client>.sh [PROFILE_DIR]` (default
+# target/debug). It starts its own mesign-hsmd on a fresh state directory in
+# a mktemp dir (readiness polled with a deadline) and points the client at
+# PROFILE_DIR/libmesign_pkcs11.so. With MESIGN_CLIENT_MODULE set to another
+# module (SoftHSMv2) it runs the same steps against that module instead, with
+# SoftHSM's token directory in the temp dir, so every driver is also checked
+# against a reference. The trap stops the daemon and removes the temp dir.
+#
+# Output: one `PASS: ...` / `FAIL: ...` / `SKIP: ...` line per check, then
+# `SUMMARY: N passed, M failed`; the exit status is non-zero on any failure.
+
+set -euo pipefail
+
+PROFILE_DIR=$(cd "${1:-target/debug}" && pwd)
+MODULE=${MESIGN_CLIENT_MODULE:-$PROFILE_DIR/libmesign_pkcs11.so}
+if [ -n "${MESIGN_CLIENT_MODULE:-}" ]; then
+    TARGET=softhsm
+else
+    TARGET=mesign
+fi
+SO_PIN=12345678
+USER_PIN=123456
+TOKEN_LABEL=client-token
+READY_SECONDS=20
+STOP_SECONDS=20
+
+WORK=$(mktemp -d -t mesign-client.XXXXXX)
+LOG=$WORK/hsmd.log
+DAEMON_PID=
+PASSED=0
+FAILED=0
+FAILURES=()
+
+client_cleanup() {
+    if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -TERM "$DAEMON_PID" 2>/dev/null || true
+        local deadline=$((SECONDS + STOP_SECONDS))
+        while kill -0 "$DAEMON_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+            sleep 0.1
+        done
+        kill -KILL "$DAEMON_PID" 2>/dev/null || true
+        wait "$DAEMON_PID" 2>/dev/null || true
+    fi
+    if [ "$FAILED" -ne 0 ] && [ -s "$LOG" ]; then
+        echo "--- daemon log ($LOG) ---"
+        tail -n 30 "$LOG" || true
+    fi
+    rm -rf "$WORK"
+}
+trap client_cleanup EXIT
+
+pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
+fail() { FAILED=$((FAILED + 1)); FAILURES+=("$1"); echo "FAIL: $1"; }
+skip() { echo "SKIP: $1"; }
+
+# check NAME CMD...: runs CMD with its output in the step log; shows the
+# tail of that log when it fails.
+check() {
+    local name=$1
+    shift
+    if "$@" >"$WORK/step.log" 2>&1; then
+        pass "$name"
+    else
+        fail "$name"
+        sed 's/^/    | /' "$WORK/step.log" | tail -n 25
+    fi
+}
+
+summary() {
+    echo "SUMMARY: $PASSED passed, $FAILED failed"
+    if [ "$FAILED" -ne 0 ]; then
+        printf '  failed: %s\n' "${FAILURES[@]}"
+        exit 1
+    fi
+}
+
+need() {
+    local tool
+    for tool in "$@"; do
+        if ! command -v "$tool" >/dev/null; then
+            echo "FAIL: $tool is not installed (scripts/test-all.sh installs it)"
+            exit 1
+        fi
+    done
+}
+
+p11() { pkcs11-tool --module "$MODULE" "$@"; }
+
+# Starts our daemon on a fresh state directory, or prepares SoftHSM's
+# configuration; then initialises a token labelled $TOKEN_LABEL with the
+# SO PIN and the user PIN.
+start_token() {
+    if [ "$TARGET" = mesign ]; then
+        local f
+        for f in mesign-hsmd mesign-card-emu libmesign_pkcs11.so; do
+            if [ ! -e "$PROFILE_DIR/$f" ]; then
+                echo "FAIL: $PROFILE_DIR/$f is missing: run \`cargo build --workspace\` first"
+                exit 1
+            fi
+        done
+        export MESIGN_HSM_SOCKET=$WORK/hsmd.sock
+        "$PROFILE_DIR/mesign-hsmd" --state-dir "$WORK/state" --socket "$MESIGN_HSM_SOCKET" >>"$LOG" 2>&1 &
+        DAEMON_PID=$!
+        local deadline=$((SECONDS + READY_SECONDS))
+        until [ -S "$MESIGN_HSM_SOCKET" ] && p11 -L >/dev/null 2>&1; do
+            if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+                DAEMON_PID=
+                fail "mesign-hsmd exited before it was ready"
+                summary
+            fi
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                fail "mesign-hsmd not ready within ${READY_SECONDS}s"
+                summary
+            fi
+            sleep 0.05
+        done
+    else
+        mkdir -p "$WORK/softhsm-tokens"
+        printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+            "$WORK/softhsm-tokens" >"$WORK/softhsm2.conf"
+        export SOFTHSM2_CONF=$WORK/softhsm2.conf
+    fi
+    echo "module: $MODULE ($TARGET)"
+    p11 --init-token --label "$TOKEN_LABEL" --so-pin "$SO_PIN" >"$WORK/step.log" 2>&1 ||
+        { fail "init token"; cat "$WORK/step.log"; summary; }
+    p11 --token-label "$TOKEN_LABEL" --init-pin --login --login-type so --so-pin "$SO_PIN" \
+        --new-pin "$USER_PIN" >"$WORK/step.log" 2>&1 ||
+        { fail "init user PIN"; cat "$WORK/step.log"; summary; }
+}
+
+# The token's slot id in hex, e.g. 0x0 (SoftHSM moves an initialised token
+# to a new slot).
+token_slot() {
+    p11 -L | awk -v label="$TOKEN_LABEL" '
+        /^Slot / { slot = $3; gsub(/[():]/, "", slot) }
+        /token label/ { sub(/^[^:]*: */, ""); if ($0 == label) { print slot; exit } }'
+}
+
+# p11_user ARGS...: pkcs11-tool on our token, logged in as the user.
+p11_user() { p11 --token-label "$TOKEN_LABEL" --login --pin "$USER_PIN" "$@"; }
+
+# Generates a key pair with pkcs11-tool: TYPE (rsa:2048, EC:prime256v1),
+# hex ID, LABEL.
+keypair() { p11_user --keypairgen --key-type "$1" --id "$2" --label "$3" >/dev/null; }
+
+# The clients' Python environment: a venv under target/ (created when
+# missing) with the two PKCS#11 bindings at the versions whose sdists the
+# test suites come from.
+PYTHON_PKCS11_VERSION=0.10.1
+PYKCS11_VERSION=1.5.20
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV=$ROOT/target/py-clients
+SDISTS=$ROOT/target/py-clients-sdists
+
+python_env() {
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import pkcs11, PyKCS11, pytest, cryptography, parameterized" 2>/dev/null; then
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install -q "python-pkcs11==$PYTHON_PKCS11_VERSION" "PyKCS11==$PYKCS11_VERSION" \
+            pytest "cryptography>=44" "parameterized>=0.9"
+    fi
+}
+
+# unpacked_sdist NAME VERSION: the sdist's directory (downloaded once).
+unpacked_sdist() {
+    local name=$1 version=$2 archive
+    mkdir -p "$SDISTS"
+    archive=$(find "$SDISTS" -maxdepth 1 -iname "$(tr - _ <<<"$name")-$version.tar.gz" -print -quit)
+    if [ -z "$archive" ]; then
+        "$VENV/bin/pip" download -q --no-deps --no-binary "$name" -d "$SDISTS" "$name==$version" >&2
+        archive=$(find "$SDISTS" -maxdepth 1 -iname "$(tr - _ <<<"$name")-$version.tar.gz" -print -quit)
+    fi
+    tar -xzf "$archive" -C "$WORK"
+    find "$WORK" -maxdepth 1 -type d -iname "$(tr - _ <<<"$name")-$version"
+}
+
+# run_pytest RESULTS_DIR TESTS_DIR [ALONE...]: runs the suite in one pytest
+# process with a deadline and our conftest (see python_conftest.py), each
+# ALONE file (relative to TESTS_DIR) first in a process of its own, writing
+# JUnit XML, and prints the TESTCASE lines.
+run_pytest() {
+    local results=$1 tests=$2 alone ignore=() n=0
+    shift 2
+    mkdir -p "$results"
+    cp "$ROOT/scripts/clients/python_conftest.py" "$(dirname "$tests")/conftest.py"
+    pytest_in() { # JUNIT ARGS...
+        local junit=$1
+        shift
+        (cd "$(dirname "$tests")" &&
+            timeout 300 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -W ignore \
+                --junitxml="$junit" "$@" >>"$results/pytest.log" 2>&1) || true
+    }
+    for alone in "$@"; do
+        n=$((n + 1))
+        pytest_in "$results/alone-$n.xml" "$(basename "$tests")/$alone"
+        ignore+=("--ignore=$(basename "$tests")/$alone")
+    done
+    pytest_in "$results/suite.xml" "$(basename "$tests")" "${ignore[@]}"
+    grep -E "passed|failed" "$results/pytest.log" >&2 || true
+    "$VENV/bin/python" "$ROOT/scripts/clients/junit_outcomes.py" "$results"/*.xml
+}
+
+# judge_outcomes OUTCOMES SUITE: prints the counts; against our module every
+# failed test must match an entry of DOCUMENTED ("id prefix|message|other
+# accepted message|reason"), each failure being one check.
+judge_outcomes() {
+    local outcomes=$1 suite=$2 line id message entry prefix want want2 reason matched
+    echo "COUNTS: $suite $TARGET passed=$(grep -c '^TESTCASE: passed' "$outcomes" || true)" \
+        "failed=$(grep -c '^TESTCASE: failed' "$outcomes" || true)" \
+        "skipped=$(grep -c '^TESTCASE: skipped' "$outcomes" || true)"
+    if [ "$(grep -c '^TESTCASE: passed' "$outcomes" || true)" -eq 0 ]; then
+        fail "$suite: no test passed (did the suite run at all?)"
+        return
+    fi
+    pass "$suite ran ($(grep -c '^TESTCASE: ' "$outcomes") tests)"
+    [ "$TARGET" = mesign ] || return 0
+    while read -r _ _ id message; do
+        matched=
+        for entry in "${DOCUMENTED[@]}"; do
+            IFS='|' read -r prefix want want2 reason <<<"$entry"
+            if [[ "$id" == "$prefix"* ]] &&
+                { [[ "$message" == *"$want"* ]] || { [ -n "$want2" ] && [[ "$message" == *"$want2"* ]]; }; }; then
+                matched=$reason
+                break
+            fi
+        done
+        if [ -n "$matched" ]; then
+            pass "$suite: $id fails as documented: $matched"
+        else
+            fail "$suite: $id failed without a documented reason: $message"
+        fi
+    done < <(grep '^TESTCASE: failed' "$outcomes")
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# python-pkcs11's own test suite (from its sdist) against the module,
+# pointed at it by PKCS11_MODULE / PKCS11_TOKEN_LABEL / PKCS11_TOKEN_PIN /
+# PKCS11_TOKEN_SO_PIN. Prints a TESTCASE line per test and the counts; for
+# our module every failure must be one of the documented decisions below
+# (the Rust test in softhsm-tests/tests/clients.rs also checks that every
+# test passing against SoftHSM passes, is skipped for a mechanism the token
+# does not offer, or is documented here).
+#
+# Usage: scripts/clients/python-pkcs11.sh [PROFILE_DIR]; see common.sh.
+source "$(dirname "$0")/common.sh"
+need python3 pkcs11-tool
+
+# Test id prefix | message the failure must carry | why (a deliberate decision)
+DOCUMENTED=(
+    "tests.test_rsa.RSATests.|KeySizeRange||setUp generates RSA-1024 keys: the token refuses RSA below 2048 bits (CKR_KEY_SIZE_RANGE)"
+    "tests.test_x509.X509Tests.test_self_sign_certificate|KeySizeRange||RSA-1024 key generation refused"
+    "tests.test_x509.X509Tests.test_sign_csr|KeySizeRange||RSA-1024 key generation refused"
+    "tests.test_public_key_external.ExternalPublicKeyTests.test_rsa|KeySizeRange||RSA-1024 key generation refused"
+    "tests.test_public_key_external.ExternalPublicKeyTests.test_terrible_hybrid_file_encryption_app|KeySizeRange||RSA-1024 key generation refused"
+    "tests.test_sessions.SessionTests.test_generate_keypair|KeySizeRange||RSA-1024 key generation refused"
+    "tests.test_sessions.SessionTests.test_create_object|TemplateInconsistent||secret keys cannot be imported: keys are generated on the card"
+    "tests.test_ecc.ECCTests.test_import_key_pair|TemplateInconsistent||private keys cannot be imported: keys are generated on the card"
+    "tests.test_sessions.SessionTests.test_destroy_object|MechanismInvalid||no secret-key generation (C_GenerateKey) yet"
+    "tests.test_sessions.SessionTests.test_seed_random|RandomSeedNotSupported||the card's DRBG takes no external seed"
+    "tests.test_slots_and_tokens.SlotsAndTokensTests.test_get_mechanism_info|MechanismInvalid||no decryption mechanisms (CKM_RSA_PKCS_OAEP) yet"
+)
+
+start_token
+python_env
+SRC=$(unpacked_sdist python-pkcs11 "$PYTHON_PKCS11_VERSION")
+# Run the tests outside the sdist, so `import pkcs11` finds the installed,
+# compiled package rather than the sdist's uncompiled sources.
+mkdir -p "$WORK/suite"
+cp -r "$SRC/tests" "$WORK/suite/tests"
+
+export PKCS11_MODULE=$MODULE PKCS11_TOKEN_LABEL=$TOKEN_LABEL
+export PKCS11_TOKEN_PIN=$USER_PIN PKCS11_TOKEN_SO_PIN=$SO_PIN
+MESIGN_SUITE_RESET=python-pkcs11 run_pytest "$WORK/results" "$WORK/suite/tests" | tee "$WORK/outcomes"
+judge_outcomes "$WORK/outcomes" python-pkcs11
+summary
