@@ -53,14 +53,29 @@ pub enum Divergence {
     SoftHsmKeyPairClassValueInvalid,
     /// SoftHSMv2 keeps its token in files that every process rescans and
     /// rewrites, and is known to fail under many concurrent processes (its
-    /// issue #757); the stress case runs it with 2 processes x 2 threads for
-    /// 3 s, ours with 8 x 4 for 20 s (MESIGN_STRESS_SECONDS to change).
+    /// issue #757; seen here as C_Login failing with
+    /// CKR_USER_PIN_NOT_INITIALIZED in a second process). The stress case
+    /// runs it with 1 process x 2 threads for 3 s, ours with 8 processes x 4
+    /// threads for 20 s (MESIGN_STRESS_SECONDS to change).
     SoftHsmMultiProcessStress,
     /// SoftHSMv2's file store writes one file per token object and rescans
     /// the token directory on every search, so 10,000 token objects take
     /// minutes; the scale case gives it 100 objects and checks results only,
     /// ours 10,000 with a median search time under 1 ms.
     SoftHsmFileStoreScale,
+    /// C_Initialize with the four application mutex callbacks and without
+    /// CKF_OS_LOCKING_OK: SoftHSMv2 locks with the application's mutexes
+    /// (CKR_OK); ours locks with OS primitives only and answers
+    /// CKR_CANT_LOCK, as PKCS#11 §5.4 allows.
+    SoftHsmHonoursApplicationMutexes,
+    /// SoftHSMv2 2.6.1 exports no C_GetInterfaceList / C_GetInterface (it is
+    /// a 2.40 module); ours offers "PKCS 11" 3.0 and 2.40.
+    SoftHsmHasNoInterfaces,
+    /// After fork() SoftHSMv2's child still sees the parent's initialised
+    /// library (C_GetInfo CKR_OK, C_Initialize
+    /// CKR_CRYPTOKI_ALREADY_INITIALIZED); ours starts the child
+    /// uninitialised, as PKCS#11 §6.7.7 asks.
+    SoftHsmKeepsStateAcrossFork,
 }
 
 impl Divergence {
@@ -78,6 +93,9 @@ impl Divergence {
             Divergence::SoftHsmKeyPairClassValueInvalid => Kind::SoftHsm,
             Divergence::SoftHsmMultiProcessStress => Kind::SoftHsm,
             Divergence::SoftHsmFileStoreScale => Kind::SoftHsm,
+            Divergence::SoftHsmHonoursApplicationMutexes => Kind::SoftHsm,
+            Divergence::SoftHsmHasNoInterfaces => Kind::SoftHsm,
+            Divergence::SoftHsmKeepsStateAcrossFork => Kind::SoftHsm,
         }
     }
 
@@ -92,6 +110,15 @@ impl Divergence {
             }
             Divergence::SoftHsmLogoutWithoutLoginIsOk => {
                 "SoftHSMv2 returns CKR_OK for C_Logout when nobody is logged in"
+            }
+            Divergence::SoftHsmHonoursApplicationMutexes => {
+                "SoftHSMv2 accepts application mutexes without CKF_OS_LOCKING_OK; ours answers CKR_CANT_LOCK"
+            }
+            Divergence::SoftHsmHasNoInterfaces => {
+                "SoftHSMv2 2.6.1 has no C_GetInterfaceList / C_GetInterface"
+            }
+            Divergence::SoftHsmKeepsStateAcrossFork => {
+                "SoftHSMv2's forked child inherits the initialised library"
             }
             Divergence::SoftHsmSignInitObjectHandleInvalid => {
                 "SoftHSMv2's C_SignInit answers an invalid key handle with CKR_OBJECT_HANDLE_INVALID"
