@@ -57,6 +57,9 @@ pub enum Error {
     AttributeSensitive(CK_ATTRIBUTE_TYPE),
     /// C_GetAttributeValue: at least one attribute type is invalid.
     AttributeTypeInvalid(CK_ATTRIBUTE_TYPE),
+    /// A CKA_ALWAYS_AUTHENTICATE key is used without C_Login
+    /// (CKU_CONTEXT_SPECIFIC) since the operation began.
+    ContextLoginRequired,
     /// A deliberately unsupported function (see [`crate::unsupported`]).
     FunctionNotSupported,
     /// C_GetFunctionStatus / C_CancelFunction.
@@ -97,6 +100,7 @@ impl Error {
             Error::AttributeValueInvalid(_) => CKR_ATTRIBUTE_VALUE_INVALID,
             Error::AttributeSensitive(_) => CKR_ATTRIBUTE_SENSITIVE,
             Error::AttributeTypeInvalid(_) => CKR_ATTRIBUTE_TYPE_INVALID,
+            Error::ContextLoginRequired => CKR_USER_NOT_LOGGED_IN,
             Error::FunctionNotSupported => CKR_FUNCTION_NOT_SUPPORTED,
             Error::FunctionNotParallel => CKR_FUNCTION_NOT_PARALLEL,
             Error::RandomSeedNotSupported => CKR_RANDOM_SEED_NOT_SUPPORTED,

@@ -1,6 +1,19 @@
 //! What signing and verifying need to know about a key, fetched with one
 //! GetAttributes request at *Init: class, type, usage flag, allowed
-//! mechanisms, and the sizes that answer length queries without the card.
+//! mechanisms, CKA_ALWAYS_AUTHENTICATE, and the sizes that answer length
+//! queries without the card.
+//!
+//! Token keys' answers are kept in a [`KeyCache`], so that the C_SignInit
+//! before every C_Sign costs no round trip and a signature costs exactly
+//! one. What a cached answer could miss is a change made by *another*
+//! application: usage flags of card keys cannot change after generation
+//! (the daemon refuses it), and a key destroyed elsewhere is reported by
+//! the daemon at C_Sign, which re-checks everything. This application's own
+//! C_DestroyObject, C_SetAttributeValue, C_Logout, C_InitToken and closing
+//! its last session drop the cached answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cryptoki_sys::*;
 use mesign_proto::{attr, AttributeValue, ReplyBody, RequestBody};
@@ -52,6 +65,66 @@ pub(crate) struct KeyAttrs {
     pub public_exponent: Option<Vec<u8>>,
     pub ec_params: Option<Vec<u8>>,
     pub ec_point: Option<Vec<u8>>,
+    /// CKA_ALWAYS_AUTHENTICATE (private keys only).
+    pub always_authenticate: Option<bool>,
+    /// CKA_TOKEN: only token objects are cached (session objects end with
+    /// their session).
+    pub token: Option<bool>,
+}
+
+/// Where a cached answer came from: the slot (handles are per slot), the
+/// key, and the usage attribute asked for.
+type CacheKey = (CK_SLOT_ID, CK_OBJECT_HANDLE, CK_ATTRIBUTE_TYPE);
+
+/// Cached [`KeyAttrs`] of token keys; see the module docs for when entries
+/// are dropped.
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    map: Mutex<HashMap<CacheKey, Arc<KeyAttrs>>>,
+}
+
+/// Enough for every key a signing server uses; past it the cache starts
+/// over rather than grow without bound.
+const KEY_CACHE_LIMIT: usize = 4096;
+
+impl KeyCache {
+    fn map(&self) -> MutexGuard<'_, HashMap<CacheKey, Arc<KeyAttrs>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The key's attributes, from the cache or with one request.
+    pub(crate) fn attrs(
+        &self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        slot: CK_SLOT_ID,
+        key: CK_OBJECT_HANDLE,
+        usage: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Arc<KeyAttrs>, Error> {
+        let cache_key = (slot, key, usage);
+        if let Some(hit) = self.map().get(&cache_key) {
+            return Ok(Arc::clone(hit));
+        }
+        let attrs = Arc::new(fetch(lib, session, key, usage)?);
+        if attrs.token == Some(true) {
+            let mut map = self.map();
+            if map.len() >= KEY_CACHE_LIMIT {
+                map.clear();
+            }
+            map.insert(cache_key, Arc::clone(&attrs));
+        }
+        Ok(attrs)
+    }
+
+    /// Drops what is known about `key` in every slot.
+    pub(crate) fn forget(&self, key: CK_OBJECT_HANDLE) {
+        self.map().retain(|(_, k, _), _| *k != key);
+    }
+
+    /// Drops everything known about keys of `slot`.
+    pub(crate) fn forget_slot(&self, slot: CK_SLOT_ID) {
+        self.map().retain(|(s, _, _), _| *s != slot);
+    }
 }
 
 /// Fetches the attributes in one request; `usage` is CKA_SIGN or CKA_VERIFY.
@@ -70,6 +143,8 @@ pub(crate) fn fetch(
         CKA_PUBLIC_EXPONENT,
         CKA_EC_PARAMS,
         CKA_EC_POINT,
+        CKA_ALWAYS_AUTHENTICATE,
+        CKA_TOKEN,
     ];
     let request = RequestBody::GetAttributes {
         session,
@@ -89,10 +164,10 @@ pub(crate) fn fetch(
             AttributeValue::Sensitive | AttributeValue::Invalid => None,
         })
         .collect();
-    let [class, key_type, usage, allowed, modulus, public_exponent, ec_params, ec_point]: [Option<
+    let [class, key_type, usage, allowed, modulus, public_exponent, ec_params, ec_point, always, token]: [Option<
         Vec<u8>,
     >;
-        8] = values.try_into().map_err(|_| Error::Transport)?;
+        10] = values.try_into().map_err(|_| Error::Transport)?;
     Ok(KeyAttrs {
         class: class.as_deref().and_then(attr::read_ulong),
         key_type: key_type.as_deref().and_then(attr::read_ulong),
@@ -102,6 +177,8 @@ pub(crate) fn fetch(
         public_exponent,
         ec_params,
         ec_point,
+        always_authenticate: always.as_deref().and_then(attr::read_bool),
+        token: token.as_deref().and_then(attr::read_bool),
     })
 }
 

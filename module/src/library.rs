@@ -6,6 +6,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use crate::config;
 use crate::connection::Daemon;
 use crate::error::Error;
+use crate::key_info::KeyCache;
 use crate::sessions::Sessions;
 
 /// State created by C_Initialize and dropped by C_Finalize.
@@ -14,6 +15,8 @@ pub(crate) struct Library {
     pub pid: u32,
     pub daemon: Daemon,
     pub sessions: Sessions,
+    /// Metadata of token keys used at *Init (see `key_info`).
+    pub keys: KeyCache,
 }
 
 impl Library {
@@ -28,6 +31,7 @@ impl Library {
             pid: std::process::id(),
             daemon: Daemon::new(config::socket_path(), u64::from_ne_bytes(app)),
             sessions: Sessions::default(),
+            keys: KeyCache::default(),
         })
     }
 }

@@ -73,7 +73,9 @@ pub(crate) extern "C" fn fn_c_destroy_object(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.check(session)?;
-        done(lib, RequestBody::DestroyObject { session, object })
+        let result = done(lib, RequestBody::DestroyObject { session, object });
+        lib.keys.forget(object);
+        result
     })
 }
 
@@ -141,14 +143,16 @@ pub(crate) extern "C" fn fn_c_set_attribute_value(
     with_library(|lib| {
         lib.sessions.check(session)?;
         let template = template_to_wire(&Template::new(template, count)?.entries()?)?;
-        done(
+        let result = done(
             lib,
             RequestBody::SetAttributes {
                 session,
                 object,
                 template,
             },
-        )
+        );
+        lib.keys.forget(object);
+        result
     })
 }
 

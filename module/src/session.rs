@@ -44,7 +44,7 @@ pub(crate) extern "C" fn fn_c_open_session(
 
 pub(crate) extern "C" fn fn_c_close_session(session: CK_SESSION_HANDLE) -> CK_RV {
     with_library(|lib| {
-        lib.sessions.check(session)?;
+        let slot = lib.sessions.slot(session)?;
         let result = done(lib, RequestBody::CloseSession { session });
         // The daemon may have ended the session already (e.g. after the
         // token was re-initialised); either way it is gone for us too.
@@ -56,6 +56,10 @@ pub(crate) extern "C" fn fn_c_close_session(session: CK_SESSION_HANDLE) -> CK_RV
                 ))
         ) {
             lib.sessions.remove(session);
+            // Closing the last session logs the application out.
+            if !lib.sessions.any_on(slot) {
+                lib.keys.forget_slot(slot);
+            }
         }
         result
     })
@@ -65,6 +69,7 @@ pub(crate) extern "C" fn fn_c_close_all_sessions(slot: CK_SLOT_ID) -> CK_RV {
     with_library(|lib| {
         done(lib, RequestBody::CloseAllSessions { slot })?;
         lib.sessions.remove_slot(slot);
+        lib.keys.forget_slot(slot);
         Ok(())
     })
 }
@@ -114,7 +119,15 @@ fn login(
             user_type,
             pin: pin.to_vec(),
         },
-    )
+    )?;
+    if user_type == CKU_CONTEXT_SPECIFIC {
+        lib.sessions.with(session, |s| {
+            if let Some(op) = s.sign.as_mut() {
+                op.context_login_done();
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// C_Login (PKCS#11 3.0 §5.7): a NULL PIN is `CKR_ARGUMENTS_BAD` (no
@@ -155,8 +168,10 @@ pub(crate) extern "C" fn fn_c_login_user(
 pub(crate) extern "C" fn fn_c_logout(session: CK_SESSION_HANDLE) -> CK_RV {
     with_library(|lib| {
         lib.sessions.check(session)?;
+        let slot = lib.sessions.slot(session)?;
         done(lib, RequestBody::Logout { session })?;
         lib.sessions.end_sign_operations();
+        lib.keys.forget_slot(slot);
         Ok(())
     })
 }

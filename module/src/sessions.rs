@@ -55,6 +55,18 @@ impl Sessions {
         self.map().retain(|_, s| lock(s).slot != slot);
     }
 
+    /// The slot of an open session.
+    pub(crate) fn slot(&self, handle: CK_SESSION_HANDLE) -> Result<CK_SLOT_ID, Error> {
+        let s = self.get(handle)?;
+        let slot = lock(&s).slot;
+        Ok(slot)
+    }
+
+    /// Whether this application has a session open on `slot`.
+    pub(crate) fn any_on(&self, slot: CK_SLOT_ID) -> bool {
+        self.map().values().any(|s| lock(s).slot == slot)
+    }
+
     /// Fails with `CKR_SESSION_HANDLE_INVALID` for handles we did not open.
     pub(crate) fn check(&self, handle: CK_SESSION_HANDLE) -> Result<(), Error> {
         self.get(handle).map(|_| ())

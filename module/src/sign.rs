@@ -13,7 +13,6 @@ use crate::digest::algorithm;
 use crate::entry::with_library;
 use crate::error::Error;
 use crate::ffi::{self, Fill, OutBuf};
-use crate::key_info;
 use crate::library::Library;
 use crate::mechanism::{sign_mechanism, SignKind, SignMechanism};
 use crate::sessions::{drive, ensure_idle, Step};
@@ -29,17 +28,21 @@ pub(crate) struct SignOp {
     hasher: Option<Context>,
     /// C_SignUpdate was called, so C_Sign is no longer allowed.
     multi_part: bool,
+    /// The key has CKA_ALWAYS_AUTHENTICATE and no C_Login
+    /// (CKU_CONTEXT_SPECIFIC) has authorised this operation yet.
+    awaiting_context_login: bool,
 }
 
 impl SignOp {
     fn start(
         lib: &Library,
         session: CK_SESSION_HANDLE,
+        slot: CK_SLOT_ID,
         mechanism: SignMechanism,
         key: CK_OBJECT_HANDLE,
     ) -> Result<Self, Error> {
         check_signable(&mechanism)?;
-        let attrs = key_info::fetch(lib, session, key, CKA_SIGN)?;
+        let attrs = lib.keys.attrs(lib, session, slot, key, CKA_SIGN)?;
         attrs.check(CKO_PRIVATE_KEY, &mechanism)?;
         Ok(SignOp {
             key,
@@ -47,7 +50,23 @@ impl SignOp {
             signature_len: attrs.signature_len(mechanism.family())?,
             hasher: mechanism.module_hash().map(|h| Context::new(algorithm(h))),
             multi_part: false,
+            awaiting_context_login: attrs.always_authenticate == Some(true),
         })
+    }
+
+    /// A successful C_Login(CKU_CONTEXT_SPECIFIC) authorises this operation.
+    pub(crate) fn context_login_done(&mut self) {
+        self.awaiting_context_login = false;
+    }
+
+    /// Refused locally, before any data is hashed or sent, like SoftHSMv2;
+    /// the daemon enforces the same rule on its side.
+    fn check_authorised(&self) -> Result<(), Error> {
+        if self.awaiting_context_login {
+            Err(Error::ContextLoginRequired)
+        } else {
+            Ok(())
+        }
     }
 
     /// The card's input for single-part data: the digest for hash-and-sign
@@ -137,7 +156,7 @@ pub(crate) extern "C" fn fn_c_sign_init(
         let mechanism = sign_mechanism(&ffi::mechanism(mechanism)?)?;
         lib.sessions.with(session, |s| {
             ensure_idle(&s.sign)?;
-            s.sign = Some(SignOp::start(lib, session, mechanism, key)?);
+            s.sign = Some(SignOp::start(lib, session, s.slot, mechanism, key)?);
             Ok(())
         })?
     })
@@ -160,6 +179,7 @@ pub(crate) extern "C" fn fn_c_sign(
                 if out.prepare(op.signature_len)? == Fill::LengthOnly {
                     return Ok(Step::Continue);
                 }
+                op.check_authorised()?;
                 let input = op.input(ffi::input(data, data_len)?)?;
                 op.sign(lib, session, input, &mut out)
             })
@@ -178,6 +198,7 @@ pub(crate) extern "C" fn fn_c_sign_update(
     with_library(|lib| {
         lib.sessions.with(session, |s| {
             drive(&mut s.sign, |op| {
+                op.check_authorised()?;
                 let hasher = op.hasher.as_mut().ok_or(Error::FunctionNotSupported)?;
                 hasher.update(ffi::input(part, part_len)?);
                 op.multi_part = true;
@@ -200,6 +221,7 @@ pub(crate) extern "C" fn fn_c_sign_final(
                 if out.prepare(op.signature_len)? == Fill::LengthOnly {
                     return Ok(Step::Continue);
                 }
+                op.check_authorised()?;
                 op.sign(lib, session, hasher.finish().as_ref().to_vec(), &mut out)
             })
         })?
@@ -223,6 +245,7 @@ mod tests {
             signature_len,
             hasher: mechanism.module_hash().map(|h| Context::new(algorithm(h))),
             multi_part: false,
+            awaiting_context_login: false,
         }
     }
 

@@ -157,7 +157,10 @@ pub(crate) extern "C" fn fn_c_init_token(
             so_pin,
             label,
         })? {
-            ReplyBody::Done => Ok(()),
+            ReplyBody::Done => {
+                lib.keys.forget_slot(slot);
+                Ok(())
+            }
             _ => Err(Error::Transport),
         }
     })

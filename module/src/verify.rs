@@ -20,7 +20,7 @@ use crate::digest::algorithm;
 use crate::entry::with_library;
 use crate::error::Error;
 use crate::ffi;
-use crate::key_info::{self, strip_zeros, Curve, KeyAttrs};
+use crate::key_info::{strip_zeros, Curve, KeyAttrs};
 use crate::mechanism::{sign_mechanism, KeyFamily, Pss, SignKind, SignMechanism};
 use crate::sessions::{drive, ensure_idle, Step};
 
@@ -294,7 +294,7 @@ pub(crate) extern "C" fn fn_c_verify_init(
         check_supported(&mechanism)?;
         lib.sessions.with(session, |s| {
             ensure_idle(&s.verify)?;
-            let attrs = key_info::fetch(lib, session, key, CKA_VERIFY)?;
+            let attrs = lib.keys.attrs(lib, session, s.slot, key, CKA_VERIFY)?;
             attrs.check(CKO_PUBLIC_KEY, &mechanism)?;
             s.verify = Some(VerifyOp {
                 mechanism,
