@@ -20,6 +20,9 @@ pub enum CardFailure {
     Transport,
     /// The card answered with a response of the wrong kind.
     UnexpectedResponse,
+    /// The card went away and is being brought back; it was not back in
+    /// time for this command.
+    Recovering,
 }
 
 /// A card the daemon can send commands to. Calls block; implementations are
@@ -33,7 +36,7 @@ pub trait CardPort: Send + Sync {
     fn backend(&self) -> String;
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fake {
     //! A scripted card for unit tests: it "generates" fixed public keys, and
     //! "signs" by echoing the input, recording every request it sees.

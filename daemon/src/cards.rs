@@ -1,8 +1,24 @@
-//! Opening the configured cards through the card layer, and the adapter
+//! Opening the configured cards, keeping them attached, and the adapter
 //! that lets the daemon's logic call them as [`CardPort`]s.
+//!
+//! A card can go away under a running daemon: it resets (its session with
+//! us ends), its emulator process dies, or it drops so many completions
+//! that the ring runs out of slots. Each card therefore has a supervisor
+//! thread that brings it back: it attaches to the card again, and if the
+//! emulator we started is no longer there, starts a new one first. The
+//! command that met the failure gets `CKR_DEVICE_REMOVED` (card gone) or
+//! `CKR_DEVICE_ERROR` (timeout); commands arriving during the recovery wait
+//! up to [`RECOVERY_WAIT`] for it and then get `CKR_DEVICE_ERROR`; no
+//! client ever hangs on a dead card.
+//!
+//! The supervisor, not a connection thread, starts replacement emulators:
+//! the emulator's parent-death signal is tied to the thread that started
+//! it, and the supervisor lives as long as the daemon.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use pci_driver_shim::command::{CardInfo, CardRequest, CardResponse};
 use pci_driver_shim::{Card, CardError, EmulatorProcess};
@@ -10,25 +26,243 @@ use pci_driver_shim::{Card, CardError, EmulatorProcess};
 use crate::card::{CardFailure, CardPort};
 use crate::config::CardConfig;
 
-struct ShimCard {
-    card: Card,
-    backend: String,
+/// How long a command waits for a card being recovered before it fails.
+pub const RECOVERY_WAIT: Duration = Duration::from_secs(2);
+/// How often the supervisor looks at an idle card, so that a card that died
+/// between commands is back before the next one.
+const SUPERVISOR_TICK: Duration = Duration::from_millis(500);
+/// Back-off between failed attempts to bring a card back.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Where a card comes from, and so how to get it back.
+enum Source {
+    /// An emulator someone else runs, listening on this socket.
+    Socket(PathBuf),
+    /// An emulator this daemon started (and restarts when it dies).
+    Spawned {
+        exe: PathBuf,
+        dir: PathBuf,
+        process: Mutex<Option<EmulatorProcess>>,
+    },
 }
 
-impl CardPort for ShimCard {
+/// A card that is put back when it fails.
+struct SupervisedCard {
+    /// The attached card; `None` while the supervisor brings it back.
+    card: RwLock<Option<Arc<Card>>>,
+    /// Identity as last read (kept while the card is away).
+    info: RwLock<CardInfo>,
+    backend: String,
+    source: Source,
+    control: Mutex<Control>,
+    /// Wakes the supervisor (recovery wanted, or stop).
+    wake: Condvar,
+    /// Wakes commands waiting for a recovery.
+    recovered: Condvar,
+}
+
+#[derive(Default)]
+struct Control {
+    recovery_wanted: bool,
+    stopping: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Flags and an optional process handle: always consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl CardPort for SupervisedCard {
     fn call(&self, request: &CardRequest) -> Result<CardResponse, CardFailure> {
-        self.card.call(request).map_err(|e| {
+        let card = self.attached()?;
+        card.call(request).map_err(|e| {
             tracing::warn!(error = %e, backend = %self.backend, "card call failed");
-            failure(e)
+            let failure = failure(e);
+            match failure {
+                CardFailure::Gone => self.want_recovery(&card, "the card is gone"),
+                CardFailure::Timeout if 2 * card.abandoned_slots() >= card.slot_count() => {
+                    // Each dropped completion keeps a slot reserved; a fresh
+                    // session with the card gives them all back.
+                    self.want_recovery(&card, "too many completions lost")
+                }
+                _ => {}
+            }
+            failure
         })
     }
 
     fn info(&self) -> CardInfo {
-        self.card.info().clone()
+        self.info.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn backend(&self) -> String {
         self.backend.clone()
+    }
+}
+
+impl SupervisedCard {
+    fn current(&self) -> Option<Arc<Card>> {
+        self.card.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The attached card, waiting (bounded) if it is being recovered.
+    fn attached(&self) -> Result<Arc<Card>, CardFailure> {
+        match self.current() {
+            Some(card) if !card.is_gone() => return Ok(card),
+            Some(card) => self.want_recovery(&card, "the card is gone"),
+            // The supervisor is at it already.
+            None => {}
+        }
+        let deadline = Instant::now() + RECOVERY_WAIT;
+        let mut control = lock(&self.control);
+        loop {
+            // Checked under the control lock, which the supervisor takes to
+            // announce a new card: no wake-up is missed.
+            if let Some(card) = self.current().filter(|c| !c.is_gone()) {
+                return Ok(card);
+            }
+            let now = Instant::now();
+            if now >= deadline || control.stopping {
+                return Err(CardFailure::Recovering);
+            }
+            control = self
+                .recovered
+                .wait_timeout(control, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Asks the supervisor to recover `failed`, unless it has been replaced
+    /// already (a command still running on the old attachment reports late).
+    fn want_recovery(&self, failed: &Arc<Card>, why: &'static str) {
+        let current = self.current();
+        if !current.is_some_and(|c| Arc::ptr_eq(&c, failed)) {
+            return;
+        }
+        let mut control = lock(&self.control);
+        if !control.recovery_wanted {
+            tracing::warn!(backend = %self.backend, why, "card recovery requested");
+            control.recovery_wanted = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// The supervisor thread: waits for trouble and recovers the card.
+    fn supervise(&self) {
+        let mut control = lock(&self.control);
+        loop {
+            if control.stopping {
+                return;
+            }
+            let gone = self.current().is_none_or(|c| c.is_gone());
+            if !control.recovery_wanted && !gone {
+                control = self
+                    .wake
+                    .wait_timeout(control, SUPERVISOR_TICK)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            // Requests made from here on concern the card being replaced
+            // (ignored, see `want_recovery`) or the new one.
+            control.recovery_wanted = false;
+            // Our side closes first: the card serves one host at a time.
+            // Commands still in flight on the old attachment keep it until
+            // their own deadline at most.
+            let old = self.card.write().unwrap_or_else(|e| e.into_inner()).take();
+            drop(control);
+            drop(old);
+            self.recover();
+            control = lock(&self.control);
+        }
+    }
+
+    /// Attaches to the card again (the old attachment is already dropped),
+    /// retrying with back-off until it works or the daemon stops.
+    fn recover(&self) {
+        let started = Instant::now();
+        let mut pause = RETRY_MIN;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match self.reattach() {
+                Ok(card) => {
+                    let info = card.info().clone();
+                    let previous = self.info();
+                    if info.serial != previous.serial {
+                        tracing::error!(
+                            expected = %previous.serial,
+                            found = %info.serial,
+                            "a different card answered after recovery"
+                        );
+                    }
+                    *self.info.write().unwrap_or_else(|e| e.into_inner()) = info;
+                    *self.card.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(card));
+                    let _control = lock(&self.control);
+                    self.recovered.notify_all();
+                    tracing::warn!(
+                        backend = %self.backend,
+                        attempts,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "card recovered"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, backend = %self.backend, attempts, "card recovery failed; retrying");
+                }
+            }
+            let control = lock(&self.control);
+            if control.stopping {
+                return;
+            }
+            let control = self
+                .wake
+                .wait_timeout(control, pause)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if control.stopping {
+                return;
+            }
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Attaches to the card again; an emulator we started that no longer
+    /// listens is replaced by a new one first.
+    fn reattach(&self) -> Result<Card, CardError> {
+        match &self.source {
+            Source::Socket(socket) => Card::open(pci_driver_shim::connect_emulator(socket)?),
+            Source::Spawned { exe, dir, process } => {
+                let mut process = lock(process);
+                let alive = process.as_ref().map(|p| p.socket().to_path_buf());
+                if let Some(socket) = alive {
+                    match pci_driver_shim::connect_emulator(&socket) {
+                        Ok(device) => return Card::open(device),
+                        // Nobody listens: the emulator died.
+                        Err(CardError::Connect { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Some(mut dead) = process.take() {
+                    tracing::warn!(pid = dead.id(), "card emulator is gone; starting a new one");
+                    // Reaps it (or ends it, if it only stopped listening).
+                    dead.kill();
+                }
+                let (new, device) = pci_driver_shim::spawn_emulator(exe, dir)?;
+                tracing::info!(pid = new.id(), "card emulator started");
+                *process = Some(new);
+                Card::open(device)
+            }
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.control).stopping = true;
+        self.wake.notify_all();
+        self.recovered.notify_all();
     }
 }
 
@@ -52,11 +286,29 @@ fn failure(e: CardError) -> CardFailure {
     }
 }
 
-/// An opened card and, for a spawned emulator, its process (dropping it
-/// stops the emulator).
+/// An opened card and its supervisor; dropping it stops the supervisor and
+/// the emulator the daemon started.
 pub struct OpenedCard {
     pub port: Arc<dyn CardPort>,
-    pub process: Option<EmulatorProcess>,
+    pub supervisor: Supervisor,
+}
+
+/// The handle on a card's supervisor thread.
+pub struct Supervisor {
+    card: Arc<SupervisedCard>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.card.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Source::Spawned { process, .. } = &self.card.source {
+            drop(lock(process).take());
+        }
+    }
 }
 
 /// Opens card number `index` as configured; `state_dir` is the daemon's.
@@ -65,18 +317,14 @@ pub fn open_card(
     config: &CardConfig,
     state_dir: &Path,
 ) -> Result<OpenedCard, CardError> {
-    match config {
+    let (card, backend, source) = match config {
         CardConfig::Emulator {
             socket: Some(socket),
             ..
         } => {
-            let device = pci_driver_shim::connect_emulator(socket)?;
-            let card = Card::open(device)?;
+            let card = Card::open(pci_driver_shim::connect_emulator(socket)?)?;
             let backend = format!("emulator at {}", socket.display());
-            Ok(OpenedCard {
-                port: Arc::new(ShimCard { card, backend }),
-                process: None,
-            })
+            (card, backend, Source::Socket(socket.clone()))
         }
         CardConfig::Emulator {
             state_dir: card_dir,
@@ -89,14 +337,39 @@ pub fn open_card(
             let exe = exe.clone().unwrap_or_else(pci_driver_shim::emulator_exe);
             let (process, device) = pci_driver_shim::spawn_emulator(&exe, &dir)?;
             let card = Card::open(device)?;
-            let port = Arc::new(ShimCard {
-                card,
-                backend: "emulator".into(),
-            });
-            Ok(OpenedCard {
-                port,
-                process: Some(process),
-            })
+            let source = Source::Spawned {
+                exe,
+                dir,
+                process: Mutex::new(Some(process)),
+            };
+            (card, "emulator".to_string(), source)
         }
+    };
+    Ok(supervise(card, backend, source))
+}
+
+fn supervise(card: Card, backend: String, source: Source) -> OpenedCard {
+    let supervised = Arc::new(SupervisedCard {
+        info: RwLock::new(card.info().clone()),
+        card: RwLock::new(Some(Arc::new(card))),
+        backend,
+        source,
+        control: Mutex::new(Control::default()),
+        wake: Condvar::new(),
+        recovered: Condvar::new(),
+    });
+    let thread = {
+        let supervised = Arc::clone(&supervised);
+        std::thread::Builder::new()
+            .name("card-supervisor".into())
+            .spawn(move || supervised.supervise())
+            .expect("spawning a thread")
+    };
+    OpenedCard {
+        port: supervised.clone(),
+        supervisor: Supervisor {
+            card: supervised,
+            thread: Some(thread),
+        },
     }
 }

@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub socket_mode: Option<u32>,
     pub allowed_uids: Option<Vec<u32>>,
     pub allowed_gids: Option<Vec<u32>>,
+    /// Group names whose members may connect, by primary or supplementary
+    /// membership; resolved to gids at start (an unknown name is an error).
+    pub allowed_groups: Option<Vec<String>>,
     pub cards: Option<Vec<CardConfig>>,
     pub max_pin_attempts: Option<u32>,
     pub min_pin_len: Option<usize>,
@@ -116,12 +119,17 @@ pub enum ConfigError {
         setting: &'static str,
         reason: &'static str,
     },
+    /// A group named in `allowed_groups` does not exist.
+    UnknownGroup(String),
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigError::Usage(msg) => write!(f, "{msg}\n{USAGE}"),
+            ConfigError::UnknownGroup(name) => {
+                write!(f, "allowed_groups: there is no group named {name:?}")
+            }
             ConfigError::Read { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
             }
@@ -270,12 +278,21 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
     }
     let mut allowed_uids = file.allowed_uids.unwrap_or_else(|| vec![own_uid, 0]);
     allowed_uids.dedup();
+    let mut allowed_gids = file.allowed_gids.unwrap_or_default();
+    for name in file.allowed_groups.unwrap_or_default() {
+        match nix::unistd::Group::from_name(&name) {
+            Ok(Some(group)) => allowed_gids.push(group.gid.as_raw()),
+            _ => return Err(ConfigError::UnknownGroup(name)),
+        }
+    }
+    allowed_gids.sort_unstable();
+    allowed_gids.dedup();
     Ok(Config {
         state_dir,
         socket,
         socket_mode,
         allowed_uids,
-        allowed_gids: file.allowed_gids.unwrap_or_default(),
+        allowed_gids,
         cards,
         pins,
         log: file.log.unwrap_or_else(|| "info".into()),
@@ -350,6 +367,25 @@ mod tests {
         assert_eq!(ok.cards.unwrap().len(), 1);
         assert!(matches!(flags(&["--bogus"]), Err(ConfigError::Usage(_))));
         assert!(matches!(flags(&["--socket"]), Err(ConfigError::Usage(_))));
+    }
+
+    #[test]
+    fn allowed_groups_resolve_by_name_and_unknown_names_are_refused() {
+        let f = flags(&["--socket", "/s", "--state-dir", "/d"]).unwrap();
+        let file = FileConfig {
+            allowed_gids: Some(vec![4242]),
+            allowed_groups: Some(vec!["root".into()]),
+            ..FileConfig::default()
+        };
+        assert_eq!(resolve(file, &f, 0).unwrap().allowed_gids, vec![0, 4242]);
+        let file = FileConfig {
+            allowed_groups: Some(vec!["no-such-group-mesign".into()]),
+            ..FileConfig::default()
+        };
+        match resolve(file, &f, 0) {
+            Err(ConfigError::UnknownGroup(name)) => assert_eq!(name, "no-such-group-mesign"),
+            other => panic!("expected UnknownGroup, got {other:?}"),
+        }
     }
 
     #[test]

@@ -71,12 +71,13 @@ pub fn block_shutdown_signals() -> Result<(), RunError> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), RunError> {
-    let mut processes = Vec::new();
+    let mut supervisors = Vec::new();
     let mut slots = Vec::new();
     for (index, card_config) in config.cards.iter().enumerate() {
-        let OpenedCard { port, process } = cards::open_card(index, card_config, &config.state_dir)
-            .map_err(|error| RunError::Card { index, error })?;
-        processes.extend(process);
+        let OpenedCard { port, supervisor } =
+            cards::open_card(index, card_config, &config.state_dir)
+                .map_err(|error| RunError::Card { index, error })?;
+        supervisors.push(supervisor);
         let info = port.info();
         tracing::info!(slot = index, serial = %info.serial, model = %info.model, backend = %port.backend(), emulated = info.emulated, "card opened");
         let db = config
@@ -149,9 +150,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!(error = %e, "cannot remove the socket file");
     }
-    // Every acknowledged change is already committed; stopping the
-    // emulators is all that is left.
-    drop(processes);
+    // Every acknowledged change is already committed; stopping the card
+    // supervisors and the emulators is all that is left.
+    drop(supervisors);
     tracing::info!("stopped");
     Ok(())
 }

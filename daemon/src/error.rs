@@ -136,6 +136,7 @@ fn card_rv(failure: CardFailure) -> u64 {
         CardFailure::Gone => CKR_DEVICE_REMOVED,
         CardFailure::Transport => CKR_DEVICE_ERROR,
         CardFailure::UnexpectedResponse => CKR_DEVICE_ERROR,
+        CardFailure::Recovering => CKR_DEVICE_ERROR,
     }
 }
 

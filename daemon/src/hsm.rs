@@ -18,12 +18,13 @@ use pci_driver_shim::command::{CardRequest, CardResponse, KeyPolicy, MAX_RANDOM}
 
 use crate::attributes::{self, AttrMap};
 use crate::card::{CardFailure, CardPort};
+use crate::commit::GroupCommit;
 use crate::error::HsmError;
 use crate::mechanisms;
 use crate::objects::{Object, ObjectTable, Owner, SESSION_OBJECT_BASE};
 use crate::pin::{self, PinRecord};
 use crate::sessions::{AppKey, Apps, Login, SessionView};
-use crate::store::{CardKey, Change, ObjectRecord, Store, TokenRecord};
+use crate::store::{CardKey, Edit, ObjectRecord, Store, StoreError, TokenRecord};
 
 /// PIN policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,10 @@ pub struct Slot {
     card: Arc<dyn CardPort>,
     store: Store,
     token: RwLock<TokenState>,
+    /// Every change to the token record and to token objects goes through
+    /// here: concurrent writers share one durable commit, and memory is
+    /// updated only once the change is durable.
+    commits: GroupCommit<TokenChange, Arc<StoreError>>,
     login_lock: Mutex<()>,
     next_token_object: AtomicU64,
 }
@@ -60,10 +65,39 @@ struct TokenState {
     objects: ObjectTable,
 }
 
+/// An edit of the token record, applied to the record current at commit
+/// time so that concurrent edits (counters, the id high-water mark) are
+/// never lost.
+type RecordEdit = Box<dyn FnOnce(&mut TokenRecord) + Send>;
+
+/// One writer's change to a token, as queued for a group commit; applied
+/// in the order: record, clear, delete, put.
+#[derive(Default)]
+struct TokenChange {
+    record: Option<RecordEdit>,
+    /// Remove every token object (C_InitToken).
+    clear_objects: bool,
+    delete: Vec<u64>,
+    /// Token objects to add or replace.
+    put: Vec<(u64, Object)>,
+}
+
 impl Slot {
     /// Opens the token store of `card` at `db_path`.
     pub fn open(card: Arc<dyn CardPort>, db_path: &std::path::Path) -> Result<Slot, HsmError> {
-        let (store, record, stored) = Store::open(db_path, &card.info().serial)?;
+        let opened = Store::open(db_path, &card.info().serial)?;
+        Ok(Slot::with_store(card, opened))
+    }
+
+    /// A slot whose token store lives in memory (fuzzing only).
+    #[cfg(feature = "fuzzing")]
+    pub fn in_memory(card: Arc<dyn CardPort>) -> Result<Slot, HsmError> {
+        let opened = Store::in_memory(&card.info().serial)?;
+        Ok(Slot::with_store(card, opened))
+    }
+
+    fn with_store(card: Arc<dyn CardPort>, opened: crate::store::Opened) -> Slot {
+        let (store, record, stored) = opened;
         let mut objects = ObjectTable::default();
         let mut next = record.next_object_id;
         for (id, r) in stored {
@@ -75,13 +109,14 @@ impl Slot {
             };
             objects.insert(id, object);
         }
-        Ok(Slot {
+        Slot {
             card,
             store,
             token: RwLock::new(TokenState { record, objects }),
+            commits: GroupCommit::default(),
             login_lock: Mutex::new(()),
             next_token_object: AtomicU64::new(next),
-        })
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, TokenState> {
@@ -94,16 +129,67 @@ impl Slot {
         self.token.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Changes the token record durably and in memory.
-    fn update_record(&self, change: impl FnOnce(&mut TokenRecord)) -> Result<(), HsmError> {
+    /// Changes the token record durably, then in memory.
+    fn update_record(
+        &self,
+        edit: impl FnOnce(&mut TokenRecord) + Send + 'static,
+    ) -> Result<(), HsmError> {
+        self.commit(TokenChange {
+            record: Some(Box::new(edit)),
+            ..TokenChange::default()
+        })
+    }
+
+    /// Makes `change` durable (sharing the commit with concurrent writers),
+    /// then visible in memory; on failure neither happens.
+    fn commit(&self, change: TokenChange) -> Result<(), HsmError> {
+        self.commits
+            .submit(
+                change,
+                |batch| self.commit_batch(batch),
+                || Arc::new(StoreError::CommitPanicked),
+            )
+            .map_err(|e| HsmError::Store(StoreError::Batch(e)))
+    }
+
+    /// The leader's part of a group commit: one write transaction for the
+    /// whole batch, then the in-memory update under a short write lock.
+    /// Readers (signatures, searches) run on during the fsync.
+    fn commit_batch(&self, mut batch: Vec<TokenChange>) -> Result<(), Arc<StoreError>> {
+        // Only committers change the record, one batch at a time, so this
+        // is the record as last committed.
+        let mut record = self.read().record.clone();
+        let mut record_changed = false;
+        let mut edits = Vec::new();
+        for change in &mut batch {
+            if let Some(edit) = change.record.take() {
+                edit(&mut record);
+                record_changed = true;
+            }
+            if change.clear_objects {
+                edits.push(Edit::ClearObjects);
+            }
+            edits.extend(change.delete.iter().map(|&h| Edit::Delete(h)));
+            edits.extend(change.put.iter().map(|(h, o)| Edit::Put(*h, record_of(o))));
+        }
+        self.store
+            .apply(record_changed.then_some(&record), &edits)
+            .map_err(Arc::new)?;
         let mut state = self.write();
-        let mut record = state.record.clone();
-        change(&mut record);
-        self.store.apply(&Change {
-            token: Some(&record),
-            ..Change::default()
-        })?;
         state.record = record;
+        for change in batch {
+            if change.clear_objects {
+                for handle in state.objects.token_handles() {
+                    state.objects.remove(handle);
+                }
+            }
+            for handle in change.delete {
+                state.objects.remove(handle);
+            }
+            for (handle, object) in change.put {
+                state.objects.insert(handle, object);
+            }
+        }
         Ok(())
     }
 }
@@ -141,6 +227,19 @@ impl Hsm {
         for (session, slot) in closed {
             self.drop_session_objects(slot, session);
         }
+    }
+
+    /// Session objects held in all slots (the fuzz targets check that none
+    /// outlives its connection).
+    #[cfg(feature = "fuzzing")]
+    pub fn session_objects(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| {
+                let state = s.read();
+                state.objects.len() - state.objects.token_objects()
+            })
+            .sum()
     }
 
     /// Serves one request of `app`.
@@ -390,14 +489,14 @@ impl Hsm {
         }
         if record.verify(pin) {
             if failures > 0 {
-                slot.update_record(|r| match who {
+                slot.update_record(move |r| match who {
                     Login::So => r.so_failures = 0,
                     Login::User => r.user_failures = 0,
                 })?;
             }
             Ok(())
         } else {
-            slot.update_record(|r| match who {
+            slot.update_record(move |r| match who {
                 Login::So => r.so_failures += 1,
                 Login::User => r.user_failures += 1,
             })?;
@@ -418,32 +517,23 @@ impl Hsm {
         let so_record = self.new_pin_record(so_pin);
         let mut label = label.to_vec();
         label.resize(32, b' ');
-        let mut state = slot.write();
         // A session opened while the PIN was being checked would keep
         // handles to objects about to vanish.
         if lock(&self.apps).counts(slot_id).0 > 0 {
             return Err(HsmError::SessionExists);
         }
-        let mut record = state.record.clone();
-        record.label = label;
-        record.initialized = true;
-        record.so_pin = Some(so_record);
-        record.user_pin = None;
-        record.so_failures = 0;
-        record.user_failures = 0;
-        record.next_object_id = record
-            .next_object_id
-            .max(slot.next_token_object.load(Ordering::SeqCst));
-        slot.store.apply(&Change {
-            token: Some(&record),
+        slot.commit(TokenChange {
+            record: Some(Box::new(move |record| {
+                record.label = label;
+                record.initialized = true;
+                record.so_pin = Some(so_record);
+                record.user_pin = None;
+                record.so_failures = 0;
+                record.user_failures = 0;
+            })),
             clear_objects: true,
-            ..Change::default()
-        })?;
-        state.record = record;
-        for handle in state.objects.token_handles() {
-            state.objects.remove(handle);
-        }
-        Ok(())
+            ..TokenChange::default()
+        })
     }
 
     fn init_pin(&self, app: AppKey, session: u64, pin: &[u8]) -> Result<(), HsmError> {
@@ -458,7 +548,7 @@ impl Hsm {
         let slot = self.slot(view.slot)?;
         let record = self.new_pin_record(pin);
         let _login = lock(&slot.login_lock);
-        slot.update_record(|r| {
+        slot.update_record(move |r| {
             r.user_pin = Some(record);
             r.user_failures = 0;
         })
@@ -479,7 +569,7 @@ impl Hsm {
         let _login = lock(&slot.login_lock);
         self.verify_pin(slot, who, old)?;
         let record = self.new_pin_record(new);
-        slot.update_record(|r| match who {
+        slot.update_record(move |r| match who {
             Login::So => r.so_pin = Some(record),
             Login::User => r.user_pin = Some(record),
         })
@@ -597,35 +687,30 @@ impl Hsm {
         }
     }
 
-    /// Stores new or changed objects: token objects in one durable
-    /// transaction (with the id counter), then all in memory.
+    /// Stores new or changed objects: token objects durably (with the id
+    /// high-water mark) and then in memory, session objects in memory.
     fn store_objects(
         &self,
         view: &SessionView,
         objects: Vec<(u64, Object)>,
     ) -> Result<(), HsmError> {
         let slot = self.slot(view.slot)?;
-        let mut state = slot.write();
-        let records: Vec<(u64, ObjectRecord)> = objects
-            .iter()
-            .filter(|(_, o)| o.is_token())
-            .map(|(h, o)| (*h, record_of(o)))
-            .collect();
-        if !records.is_empty() {
-            let mut token = state.record.clone();
-            token.next_object_id = token
-                .next_object_id
-                .max(slot.next_token_object.load(Ordering::SeqCst));
-            let put = records.iter().map(|(h, r)| (*h, r)).collect();
-            slot.store.apply(&Change {
-                token: Some(&token),
-                put,
-                ..Change::default()
+        let (token, session): (Vec<_>, Vec<_>) =
+            objects.into_iter().partition(|(_, o)| o.is_token());
+        if let Some(highest) = token.iter().map(|(h, _)| *h).max() {
+            slot.commit(TokenChange {
+                record: Some(Box::new(move |r| {
+                    r.next_object_id = r.next_object_id.max(highest + 1)
+                })),
+                put: token,
+                ..TokenChange::default()
             })?;
-            state.record = token;
         }
-        for (handle, object) in objects {
-            state.objects.insert(handle, object);
+        if !session.is_empty() {
+            let mut state = slot.write();
+            for (handle, object) in session {
+                state.objects.insert(handle, object);
+            }
         }
         Ok(())
     }
@@ -703,15 +788,15 @@ impl Hsm {
             return Err(HsmError::ActionProhibited(CKA_DESTROYABLE));
         }
         let slot = self.slot(view.slot)?;
-        let mut state = slot.write();
         if object.is_token() {
-            slot.store.apply(&Change {
+            slot.commit(TokenChange {
                 delete: vec![handle],
-                ..Change::default()
-            })?;
+                ..TokenChange::default()
+            })
+        } else {
+            slot.write().objects.remove(handle);
+            Ok(())
         }
-        state.objects.remove(handle);
-        Ok(())
     }
 
     fn object_size(&self, app: AppKey, session: u64, handle: u64) -> Result<u64, HsmError> {
@@ -1416,5 +1501,90 @@ mod tests {
         // New handles never collide with stored ones.
         let (public2, _) = ec_pair(&h, s, vec![]);
         assert!(public2 > private);
+    }
+
+    #[test]
+    fn concurrent_creations_share_commits_and_all_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let created: Vec<u64> = {
+            let (h, _) = hsm(dir.path());
+            let s = ready(&h);
+            let h = &h;
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..8)
+                    .map(|t| {
+                        scope.spawn(move || {
+                            (0..25)
+                                .map(|i| {
+                                    let body = RequestBody::CreateObject {
+                                        session: s,
+                                        template: vec![
+                                            a(CKA_CLASS, ulong_value(CKO_DATA)),
+                                            a(CKA_TOKEN, bool_value(true)),
+                                            a(CKA_LABEL, b"many".to_vec()),
+                                            a(CKA_VALUE, format!("{t}/{i}").into_bytes()),
+                                        ],
+                                    };
+                                    match ok(h, APP, body) {
+                                        ReplyBody::Object(handle) => handle,
+                                        other => panic!("{other:?}"),
+                                    }
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().unwrap())
+                    .collect()
+            })
+        };
+        let mut unique = created.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 200, "object ids were handed out twice");
+
+        let (h, _) = hsm(dir.path());
+        h.connect(APP);
+        let s = open(&h, APP, true);
+        let find = RequestBody::FindObjects {
+            session: s,
+            template: vec![a(CKA_LABEL, b"many".to_vec())],
+        };
+        assert_eq!(ok(&h, APP, find), ReplyBody::Objects(unique.clone()));
+        // Every value made it, each once.
+        let mut values: Vec<Vec<u8>> = unique
+            .iter()
+            .map(|&object| {
+                let get = RequestBody::GetAttributes {
+                    session: s,
+                    object,
+                    types: vec![CKA_VALUE],
+                };
+                match ok(&h, APP, get) {
+                    ReplyBody::Attributes(v) => match &v[0] {
+                        AttributeValue::Value(bytes) => bytes.clone(),
+                        other => panic!("{other:?}"),
+                    },
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        values.sort();
+        values.dedup();
+        assert_eq!(values.len(), 200);
+        // New ids stay above every stored one.
+        let body = RequestBody::CreateObject {
+            session: s,
+            template: vec![
+                a(CKA_CLASS, ulong_value(CKO_DATA)),
+                a(CKA_TOKEN, bool_value(true)),
+            ],
+        };
+        let ReplyBody::Object(next) = ok(&h, APP, body) else {
+            panic!()
+        };
+        assert!(next > *unique.last().unwrap());
     }
 }

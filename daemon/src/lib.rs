@@ -7,15 +7,20 @@
 //! semantics per request), and below it [`sessions`], [`attributes`],
 //! [`mechanisms`], [`objects`], [`pin`], [`store`] and the card seam
 //! [`card`] / [`cards`]. [`error`] maps every failure to one `CK_RV`.
+//! [`commit`] lets concurrent writers share one durable commit.
+//! `fuzzing` (feature `fuzzing` only) holds the fuzz targets' entry points.
 #![forbid(unsafe_code)]
 
 pub mod attributes;
 pub mod card;
 pub mod cards;
 pub mod certificate;
+pub mod commit;
 pub mod config;
 pub mod daemon;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hsm;
 pub mod mechanisms;
 pub mod objects;

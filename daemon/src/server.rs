@@ -16,7 +16,7 @@
 //! the hello timeout and may then stay silent at most the idle timeout; a
 //! read that times out closes it like a peer that hung up.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,9 +44,29 @@ pub struct Allowed {
 }
 
 impl Allowed {
-    fn permits(&self, uid: u32, gid: u32) -> bool {
-        self.uids.contains(&uid) || self.gids.contains(&gid)
+    /// A peer is allowed by its uid, its primary gid, or any of its
+    /// supplementary groups (read only when the first two do not decide).
+    fn permits(&self, uid: u32, gid: u32, supplementary: impl FnOnce() -> Vec<u32>) -> bool {
+        self.uids.contains(&uid)
+            || self.gids.contains(&gid)
+            || (!self.gids.is_empty() && supplementary().iter().any(|g| self.gids.contains(g)))
     }
+}
+
+/// The supplementary groups of process `pid`, from /proc (SO_PEERCRED
+/// carries only the primary gid). A process that is gone has none.
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Why the socket could not be set up.
@@ -98,7 +118,7 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
         }
     };
     let (pid, uid, gid) = (cred.pid(), cred.uid(), cred.gid());
-    if !allowed.permits(uid, gid) {
+    if !allowed.permits(uid, gid, || supplementary_groups(pid)) {
         tracing::warn!(
             pid,
             uid,
@@ -113,22 +133,40 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
         return;
     }
     let mut app = None;
-    serve_frames(&hsm, &stream, pid, &mut app, limits.idle_timeout);
+    let reader = BufReader::with_capacity(16 * 1024, &stream);
+    let writer = BufWriter::with_capacity(16 * 1024, &stream);
+    // After Hello, the connection may stay silent for the idle timeout.
+    let greeted = || stream.set_read_timeout(limits.idle_timeout).is_ok();
+    serve_frames(&hsm, reader, writer, pid, &mut app, greeted);
     if let Some(app) = app {
         hsm.disconnect(app);
     }
     tracing::debug!(pid, "connection closed");
 }
 
+/// Serves the frames in `input` as one connection of process `pid` would
+/// be served, appending the reply frames to `replies`, then closes the
+/// connection (ending its application's sessions if it was the last). The
+/// socket-free core of [`serve_connection`], for fuzzing and tests.
+pub fn serve_buffer(hsm: &Hsm, pid: i32, input: &[u8], replies: &mut Vec<u8>) {
+    let mut app = None;
+    serve_frames(hsm, input, &mut *replies, pid, &mut app, || true);
+    if let Some(app) = app {
+        hsm.disconnect(app);
+    }
+}
+
+/// Reads frames until the peer hangs up or breaks the protocol, answering
+/// each; `greeted` runs once after Hello and closes the connection if it
+/// returns false.
 fn serve_frames(
     hsm: &Hsm,
-    stream: &UnixStream,
+    mut reader: impl Read,
+    mut writer: impl Write,
     pid: i32,
     app: &mut Option<AppKey>,
-    idle_timeout: Option<std::time::Duration>,
+    mut greeted: impl FnMut() -> bool,
 ) {
-    let mut reader = BufReader::with_capacity(16 * 1024, stream);
-    let mut writer = BufWriter::with_capacity(16 * 1024, stream);
     let mut body = Vec::new();
     let mut out = Vec::new();
     loop {
@@ -156,9 +194,9 @@ fn serve_frames(
                 (error_reply(request.id, &e), false)
             }
             Ok(request) => {
-                let greeted = app.is_some();
+                let was_greeted = app.is_some();
                 let reply = answer(hsm, pid, app, request);
-                if !greeted && app.is_some() && stream.set_read_timeout(idle_timeout).is_err() {
+                if !was_greeted && app.is_some() && !greeted() {
                     return;
                 }
                 (reply, true)
@@ -214,5 +252,39 @@ fn error_reply(id: u64, e: &HsmError) -> Reply {
     Reply {
         id,
         result: ReplyResult::Err(e.rv()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peers_are_allowed_by_uid_primary_or_supplementary_group() {
+        let allowed = super::Allowed {
+            uids: vec![0],
+            gids: vec![900],
+        };
+        assert!(allowed.permits(0, 5, Vec::new));
+        assert!(allowed.permits(1000, 900, Vec::new));
+        assert!(allowed.permits(1000, 1000, || vec![27, 900]));
+        assert!(!allowed.permits(1000, 1000, || vec![27]));
+        let no_groups = super::Allowed {
+            uids: vec![0],
+            gids: vec![],
+        };
+        assert!(!no_groups.permits(1000, 1000, || panic!("groups read needlessly")));
+    }
+
+    #[test]
+    fn own_supplementary_groups_are_read_from_proc() {
+        let pid = std::process::id() as i32;
+        let ours = nix::unistd::getgroups().unwrap();
+        let read = super::supplementary_groups(pid);
+        for g in ours {
+            assert!(
+                read.contains(&g.as_raw()),
+                "group {g} missing from {read:?}"
+            );
+        }
+        assert!(super::supplementary_groups(-1).is_empty());
     }
 }

@@ -5,13 +5,21 @@
 //! CBOR [`ObjectRecord`]s. Every change is one write transaction committed
 //! with immediate durability before the daemon replies, so an acknowledged
 //! operation survives kill -9 and a half-done one leaves no trace.
+//! Concurrent changes share one transaction (see [`crate::commit`]).
+//!
+//! Power-loss semantics: a commit returns after redb's two-phase commit has
+//! fsynced the data and then the header that makes it current; every commit
+//! also records redb's allocator state ("quick repair"), so the first open
+//! after SIGKILL or a power cut needs no walk over the whole file. What was
+//! not committed is gone; nothing partial is ever read back.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use mesign_proto::Attribute;
 use minicbor::{Decode, Encode};
 use pci_driver_shim::command::KeyPolicy;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::pin::PinRecord;
 
@@ -29,6 +37,11 @@ pub enum StoreError {
     Decode(minicbor::decode::Error),
     /// The state directory could not be created.
     Io(std::io::Error),
+    /// The group commit this change was part of failed; every change in it
+    /// shares the error.
+    Batch(Arc<StoreError>),
+    /// The commit of a batch panicked.
+    CommitPanicked,
 }
 
 impl<E: Into<redb::Error>> From<E> for StoreError {
@@ -106,22 +119,34 @@ impl ObjectRecord {
     }
 }
 
-/// One atomic change to a token's store.
-#[derive(Debug, Default)]
-pub struct Change<'a> {
-    pub token: Option<&'a TokenRecord>,
-    /// Remove every object before applying `put` (C_InitToken).
-    pub clear_objects: bool,
-    pub put: Vec<(u64, &'a ObjectRecord)>,
-    pub delete: Vec<u64>,
+/// One edit of the objects table; a transaction applies its edits in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Remove every object (C_InitToken).
+    ClearObjects,
+    Put(u64, ObjectRecord),
+    Delete(u64),
 }
 
 /// An opened store with the token record and every object it holds.
 pub type Opened = (Store, TokenRecord, Vec<(u64, ObjectRecord)>);
 
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    builder.set_repair_callback(|session| {
+        if session.progress() == 0.0 {
+            tracing::warn!("the token store was not closed cleanly and needs a repair");
+        }
+    });
+    builder
+}
+
 /// An open token database.
 pub struct Store {
     db: Database,
+    /// False for the in-memory store of the fuzz targets, where fsyncs
+    /// and crash-recovery bookkeeping would only slow the fuzzer down.
+    durable: bool,
 }
 
 impl Store {
@@ -132,8 +157,19 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
         }
-        let db = Database::create(path)?;
-        let store = Store { db };
+        Store::load(builder().create(path)?, true, serial)
+    }
+
+    /// A store that lives in memory only, for the fuzz targets: the same
+    /// transactions without the file.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn in_memory(serial: &str) -> Result<Opened, StoreError> {
+        let backend = redb::backends::InMemoryBackend::new();
+        Store::load(builder().create_with_backend(backend)?, false, serial)
+    }
+
+    fn load(db: Database, durable: bool, serial: &str) -> Result<Opened, StoreError> {
+        let store = Store { db, durable };
         let existing = {
             let txn = store.db.begin_read()?;
             match txn.open_table(TOKEN) {
@@ -151,10 +187,7 @@ impl Store {
             Some(t) => t,
             None => {
                 let blank = TokenRecord::blank(serial.to_string());
-                store.apply(&Change {
-                    token: Some(&blank),
-                    ..Change::default()
-                })?;
+                store.apply(Some(&blank), &[])?;
                 blank
             }
         };
@@ -169,25 +202,35 @@ impl Store {
         Ok((store, token, objects))
     }
 
-    /// Applies `change` in one durable write transaction.
-    pub fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
+    /// Writes `token` (if given) and applies `edits` in order, in one
+    /// durable write transaction.
+    pub fn apply(&self, token: Option<&TokenRecord>, edits: &[Edit]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        if self.durable {
+            txn.set_durability(Durability::Immediate)?;
+            // Records the allocator state with the commit (and turns on
+            // two-phase commit): the open after a crash needs no repair.
+            txn.set_quick_repair(true);
+        } else {
+            txn.set_durability(Durability::None)?;
+        }
         {
             let mut tokens = txn.open_table(TOKEN)?;
-            if let Some(token) = change.token {
+            if let Some(token) = token {
                 let bytes = minicbor::to_vec(token).expect("encoding into a Vec is infallible");
                 tokens.insert(TOKEN_KEY, bytes.as_slice())?;
             }
             let mut objects = txn.open_table(OBJECTS)?;
-            if change.clear_objects {
-                objects.retain(|_, _| false)?;
-            }
-            for id in &change.delete {
-                objects.remove(*id)?;
-            }
-            for (id, record) in &change.put {
-                objects.insert(*id, record.to_bytes().as_slice())?;
+            for edit in edits {
+                match edit {
+                    Edit::ClearObjects => objects.retain(|_, _| false)?,
+                    Edit::Put(id, record) => {
+                        objects.insert(*id, record.to_bytes().as_slice())?;
+                    }
+                    Edit::Delete(id) => {
+                        objects.remove(*id)?;
+                    }
+                }
             }
         }
         txn.commit()?;
@@ -233,30 +276,56 @@ mod tests {
         token.user_failures = 3;
         let (a, b) = (record(b"a"), record(b"b"));
         store
-            .apply(&Change {
-                token: Some(&token),
-                put: vec![(5, &a), (6, &b)],
-                ..Change::default()
-            })
+            .apply(
+                Some(&token),
+                &[Edit::Put(5, a.clone()), Edit::Put(6, b.clone())],
+            )
             .unwrap();
-        store
-            .apply(&Change {
-                delete: vec![6],
-                ..Change::default()
-            })
-            .unwrap();
+        store.apply(None, &[Edit::Delete(6)]).unwrap();
         drop(store);
         let (store, back, objects) = Store::open(&path, "other serial").unwrap();
         assert_eq!(back, token);
         assert_eq!(objects, vec![(5, a)]);
         store
-            .apply(&Change {
-                clear_objects: true,
-                ..Change::default()
-            })
+            .apply(
+                None,
+                &[
+                    Edit::Put(7, b.clone()),
+                    Edit::ClearObjects,
+                    Edit::Put(8, b.clone()),
+                ],
+            )
             .unwrap();
         drop(store);
         let (_, _, objects) = Store::open(&path, "S1").unwrap();
-        assert!(objects.is_empty());
+        assert_eq!(objects, vec![(8, b)], "edits apply in order");
+    }
+
+    #[test]
+    fn an_unclean_close_needs_no_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.redb");
+        let (store, token, _) = Store::open(&path, "S1").unwrap();
+        store
+            .apply(Some(&token), &[Edit::Put(1, record(b"a"))])
+            .unwrap();
+        // A copy of the file while the database is open is what SIGKILL or
+        // a power cut leaves behind: no clean-shutdown marker.
+        let crashed = dir.path().join("crashed.redb");
+        std::fs::copy(&path, &crashed).unwrap();
+        drop(store);
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
+        let db = Builder::new()
+            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst))
+            .create(&crashed)
+            .unwrap();
+        drop(db);
+        assert!(
+            !repaired.load(std::sync::atomic::Ordering::SeqCst),
+            "the store needed a repair"
+        );
+        let (_, _, objects) = Store::open(&crashed, "S1").unwrap();
+        assert_eq!(objects.len(), 1);
     }
 }

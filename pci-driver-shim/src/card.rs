@@ -2,27 +2,38 @@
 //!
 //! [`Card::call`] is blocking and thread-safe. A caller takes a free data
 //! slot (waiting if all are busy), writes its CBOR-encoded request there,
-//! appends the slot index to the submission ring and rings the doorbell.
-//! A reaper thread waits on the completion interrupt, drains the completion
-//! ring, checks each entry against the slots actually in flight, copies the
-//! answer out of shared memory and wakes the caller, who decodes it.
-//! Concurrent callers batch naturally: the card drains every entry present
-//! when it wakes, however many doorbell writes announced them.
+//! appends the slot index to the submission ring and rings the doorbell,
+//! unless a card worker is polling the ring anyway (event suppression, see
+//! [`crate::region`]). Concurrent callers batch naturally: the card drains
+//! every entry present when it wakes, however many doorbell writes
+//! announced them.
+//!
+//! The callers collect the answers themselves, without a thread in between:
+//! a thread hop costs more than an ECDSA signature on a loaded machine. One
+//! waiting caller at a time is the *reaper*: it drains the completion ring,
+//! checks each entry against the slots actually in flight, copies answers
+//! out of shared memory and hands them to their callers, and blocks on the
+//! interrupt in between; optionally ([`SPIN_ENV`]) it first polls the ring
+//! for a few microseconds, and then the card need not raise the interrupt. The other
+//! callers sleep on their own slot; when the reaper's own answer has come
+//! it leaves and wakes one of them to take over. A watchdog thread looks at
+//! an idle card now and then: it notices a card that died between commands
+//! and collects completions whose interrupt got lost.
 //!
 //! A call that outlives its deadline fails with [`CardError::Timeout`]; its
 //! slot stays reserved until the card completes it (the card may still write
 //! there). A card that dies fails every call with [`CardError::Gone`];
 //! [`Card::reopen`] attaches to it again once it is back (after a reset).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::command::{CardInfo, CardRequest, CardResponse, CardResult, KeySpec};
 use crate::device::Device;
 use crate::error::CardError;
-use crate::region::RegionError;
+use crate::region::{spin_budget, RegionError};
 
 /// Deadline for RSA key generation (4096-bit primes can take a while).
 pub const RSA_KEYGEN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,14 +42,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Overrides [`DEFAULT_TIMEOUT`] (milliseconds), read when a card is opened:
 /// tests of a card that drops completions need not wait ten seconds.
 pub const TIMEOUT_ENV: &str = "MESIGN_CARD_TIMEOUT_MS";
-/// How long the reaper blocks before re-checking the ring on its own; a
-/// safety net against a lost interrupt, and how soon `Drop` is noticed.
+/// How long (microseconds, at most 1000) a waiting caller polls the
+/// completion ring before it blocks on the interrupt, and a card worker
+/// (the emulator's, which inherits the daemon's environment) polls the
+/// submission ring before it blocks on the doorbell. Unset or 0: never.
+pub const SPIN_ENV: &str = "MESIGN_CARD_SPIN_US";
+/// Longest a reaper blocks before re-checking the ring on its own, and how
+/// often the watchdog looks at an idle card: the safety net against a lost
+/// interrupt or hand-over.
 const REAPER_TICK: Duration = Duration::from_millis(200);
 
 /// An opened card.
 pub struct Card {
     shared: Arc<Shared>,
-    reaper: Option<JoinHandle<()>>,
+    watchdog: Option<JoinHandle<()>>,
     info: CardInfo,
     default_timeout: Duration,
 }
@@ -50,8 +67,24 @@ pub(crate) struct Shared {
     slot_freed: Condvar,
     /// Serializes the submission ring's producer side.
     submit: Mutex<()>,
+    /// Held by the one thread draining the completion ring: a waiting
+    /// caller, or the watchdog for a moment.
+    reaper: Mutex<()>,
+    /// Callers asleep on their slot while another reaps; the reaper wakes
+    /// one of them to take over when it leaves.
+    standby: Mutex<Vec<u32>>,
+    /// Callers waiting for an answer.
+    waiting: AtomicU32,
     gone: AtomicBool,
-    closing: AtomicBool,
+    closing: Mutex<bool>,
+    closed: Condvar,
+    /// Threads of host and card that may busy-poll at once (see
+    /// [`crate::region::SharedRegion::try_spin`]).
+    max_spinners: u32,
+    /// [`REAPER_TICK`]; tests make it long so a lost wake-up shows.
+    tick: Duration,
+    /// How long a reaper polls before it blocks on the interrupt.
+    spin: Duration,
 }
 
 struct Slot {
@@ -80,20 +113,20 @@ pub(crate) enum CompletionProblem {
 }
 
 impl Card {
-    /// Starts the reaper on `device` and asks the card who it is.
+    /// Starts the watchdog on `device` and asks the card who it is.
     pub fn open(device: Box<dyn Device>) -> Result<Card, CardError> {
         let shared = Arc::new(Shared::new(device));
-        let reaper_shared = Arc::clone(&shared);
-        let reaper = std::thread::Builder::new()
-            .name("card-reaper".into())
-            .spawn(move || reaper_shared.reap())
+        let watchdog_shared = Arc::clone(&shared);
+        let watchdog = std::thread::Builder::new()
+            .name("card-watchdog".into())
+            .spawn(move || watchdog_shared.watch())
             .map_err(|e| CardError::Os {
-                op: "spawn reaper",
+                op: "spawn watchdog",
                 errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
             })?;
         let mut card = Card {
             shared,
-            reaper: Some(reaper),
+            watchdog: Some(watchdog),
             info: CardInfo {
                 serial: String::new(),
                 model: String::new(),
@@ -141,6 +174,22 @@ impl Card {
     /// [`CardError::Gone`].
     pub fn reopen(&self) -> Result<Card, CardError> {
         Card::open(self.shared.device.reconnect()?)
+    }
+
+    /// Number of data slots in the ring.
+    pub fn slot_count(&self) -> usize {
+        self.shared.slots.len()
+    }
+
+    /// Slots whose callers gave up (timed out) and whose completion has not
+    /// come: they stay reserved until it does, so a card that drops
+    /// completions runs out of slots unless the host resets it.
+    pub fn abandoned_slots(&self) -> usize {
+        self.shared
+            .slots
+            .iter()
+            .filter(|cell| matches!(*lock(&cell.state), SlotState::Abandoned))
+            .count()
     }
 
     /// Runs one command with the default deadline for its kind.
@@ -211,9 +260,10 @@ fn default_timeout_from_env() -> Duration {
 
 impl Drop for Card {
     fn drop(&mut self) {
-        self.shared.closing.store(true, Ordering::Release);
-        if let Some(reaper) = self.reaper.take() {
-            let _ = reaper.join();
+        *lock(&self.shared.closing) = true;
+        self.shared.closed.notify_all();
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = watchdog.join();
         }
     }
 }
@@ -225,6 +275,20 @@ impl std::fmt::Debug for Card {
             .field("info", &self.info)
             .finish()
     }
+}
+
+/// What [`SPIN_ENV`] says (microseconds), or no polling at all.
+///
+/// Polling saves the wake-up when the answer comes within the window and
+/// an idle core is there to poll on. On the shared 2-core machine this was
+/// measured on, the cores were never idle, and polling (by the reaper, by
+/// the card's workers, or both; `spin_loop` or yielding) lost throughput
+/// at 1 and 4 client threads, so it is off unless configured.
+pub fn spin_from_env() -> Duration {
+    std::env::var(SPIN_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, |us| Duration::from_micros(us.min(1000)))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,8 +313,15 @@ impl Shared {
             free: Mutex::new((0..slot_count).rev().collect()),
             slot_freed: Condvar::new(),
             submit: Mutex::new(()),
+            reaper: Mutex::new(()),
+            standby: Mutex::new(Vec::with_capacity(slot_count as usize)),
+            waiting: AtomicU32::new(0),
             gone: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
+            closing: Mutex::new(false),
+            closed: Condvar::new(),
+            max_spinners: spin_budget(),
+            tick: REAPER_TICK,
+            spin: spin_from_env(),
             device,
         }
     }
@@ -347,24 +418,39 @@ impl Shared {
             self.release_slot(slot);
             return Err(e.into());
         }
-        if let Err(e) = self.device.ring_doorbell() {
-            // The entry is in the ring; the card may still pick it up.
-            tracing::warn!(error = %e, "doorbell write failed");
+        if region.submissions().needs_signal() {
+            if let Err(e) = self.device.ring_doorbell() {
+                // The entry is in the ring; the card may still pick it up.
+                tracing::warn!(error = %e, "doorbell write failed");
+            }
         }
         Ok(())
     }
 
-    /// Waits for the answer to the request in `slot`; gives up (leaving the
-    /// slot abandoned) at `deadline` or when the card is gone.
+    /// Waits for the answer to the request in `slot`, reaping for everyone
+    /// while no other caller does; gives up (leaving the slot abandoned) at
+    /// `deadline` or when the card is gone.
     pub(crate) fn wait_answer(
         &self,
         slot: u32,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, CardError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let answer = self.wait_answer_counted(slot, deadline, timeout);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        answer
+    }
+
+    fn wait_answer_counted(
+        &self,
+        slot: u32,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CardError> {
         let cell = &self.slots[slot as usize];
-        let mut state = lock(&cell.state);
         loop {
+            let mut state = lock(&cell.state);
             if matches!(*state, SlotState::Done(_)) {
                 let SlotState::Done(raw) = std::mem::replace(&mut *state, SlotState::Free) else {
                     unreachable!("checked just above")
@@ -382,42 +468,199 @@ impl Shared {
                 *state = SlotState::Abandoned;
                 return Err(CardError::Timeout { after: timeout });
             }
-            state = cell
-                .done
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            // On standby before trying for the reaper's role: a reaper that
+            // leaves after our try finds us there (see `hand_over`).
+            lock(&self.standby).push(slot);
+            match self.try_reaper() {
+                Some(reaper) => {
+                    drop(state);
+                    self.leave_standby(slot);
+                    self.reap_until(slot, deadline);
+                    drop(reaper);
+                    self.hand_over();
+                }
+                None => {
+                    // Woken with our answer, to take over, or at the tick.
+                    let nap = (deadline - now).min(self.tick);
+                    drop(
+                        cell.done
+                            .wait_timeout(state, nap)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                    );
+                    self.leave_standby(slot);
+                }
+            }
         }
     }
 
-    fn reap(&self) {
-        while !self.closing.load(Ordering::Acquire) {
-            let waited = self.device.wait_interrupt(REAPER_TICK);
-            if let Err(e) = waited {
+    /// The reaper's role, unless another thread has it.
+    fn try_reaper(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.reaper.try_lock() {
+            Ok(reaper) => Some(reaper),
+            // The role guards no data: a reaper that panicked left nothing
+            // half-done.
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn leave_standby(&self, slot: u32) {
+        lock(&self.standby).retain(|&waiting| waiting != slot);
+    }
+
+    /// Wakes one caller on standby whose answer has not come, to reap in
+    /// the place of the one that just left.
+    fn hand_over(&self) {
+        loop {
+            let Some(next) = lock(&self.standby).pop() else {
+                return;
+            };
+            let cell = &self.slots[next as usize];
+            // Under its lock the caller is either still before its wait (and
+            // will find the reaper's role free) or inside it.
+            let state = lock(&cell.state);
+            if matches!(*state, SlotState::InFlight) {
+                cell.done.notify_one();
+                return;
+            }
+        }
+    }
+
+    /// Drains completions until the answer for `slot` is in, the card is
+    /// gone or `deadline` passes. The caller holds the reaper's role.
+    fn reap_until(&self, slot: u32, deadline: Instant) {
+        // The previous reaper may have delivered our answer as it left.
+        if !matches!(*lock(&self.slots[slot as usize].state), SlotState::InFlight) {
+            return;
+        }
+        if self.poll_completions(slot, deadline) {
+            return;
+        }
+        loop {
+            match self.drain(Some(slot)) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "completion ring corrupt; giving up on the card");
+                    self.mark_gone();
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline || self.gone.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = self.device.wait_interrupt((deadline - now).min(self.tick)) {
                 if !matches!(e, CardError::Gone) {
                     tracing::error!(error = %e, "waiting for the card interrupt failed");
                 }
                 // Answers the card posted before it died are still good.
-                let _ = self.drain_completions();
-                self.mark_gone();
-                return;
-            }
-            if let Err(e) = self.drain_completions() {
-                tracing::error!(error = %e, "completion ring corrupt; giving up on the card");
+                let _ = self.drain(Some(slot));
                 self.mark_gone();
                 return;
             }
         }
     }
 
-    pub(crate) fn drain_completions(&self) -> Result<(), RegionError> {
+    /// Polls the completion ring for at most `spin` (see [`spin_from_env`]),
+    /// if the spin budget allows; true when the answer for `slot` came
+    /// meanwhile.
+    fn poll_completions(&self, slot: u32, deadline: Instant) -> bool {
+        if self.spin.is_zero() {
+            return false;
+        }
+        // With other callers about, the cores are busy with their commands
+        // (on the card, and in their clients when the card is an emulator):
+        // spinning would take a core from work, not from idleness.
+        if self.waiting.load(Ordering::Relaxed) > 1 {
+            return false;
+        }
         let region = self.device.region();
+        let Some(_permit) = region.try_spin(self.max_spinners) else {
+            return false;
+        };
+        let completions = region.completions();
+        completions.start_polling();
+        let until = (Instant::now() + self.spin).min(deadline);
+        let mut answered = false;
+        loop {
+            if completions.pending() != Ok(0) {
+                // Errors are left to the blocking path, which gives up.
+                match self.drain(Some(slot)) {
+                    Ok(true) => answered = true,
+                    Ok(false) => {}
+                    Err(_) => break,
+                }
+            }
+            if answered || Instant::now() >= until {
+                break;
+            }
+            // Yielding rather than `spin_loop`: a thread woken on this core
+            // (the card worker, when the card is an emulator) runs at once.
+            std::thread::yield_now();
+        }
+        completions.stop_polling();
+        answered
+    }
+
+    /// The watchdog: every [`REAPER_TICK`], unless a caller is reaping
+    /// already, checks that the card is alive and drains what completed
+    /// without an interrupt. Ends when the card is closed or gone.
+    fn watch(&self) {
+        loop {
+            {
+                let closing = lock(&self.closing);
+                let (closing, _) = self
+                    .closed
+                    .wait_timeout_while(closing, self.tick, |closing| !*closing)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if *closing {
+                    return;
+                }
+            }
+            if self.gone.load(Ordering::Acquire) {
+                return;
+            }
+            self.look();
+        }
+    }
+
+    /// One look by the watchdog.
+    fn look(&self) {
+        let Some(reaper) = self.try_reaper() else {
+            return;
+        };
+        let alive = self.device.check_alive();
+        let drained = self.drain(None);
+        if let Err(e) = &drained {
+            tracing::error!(error = %e, "completion ring corrupt; giving up on the card");
+        }
+        if alive.is_err() || drained.is_err() {
+            self.mark_gone();
+        }
+        drop(reaper);
+        self.hand_over();
+    }
+
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn drain_completions(&self) -> Result<(), RegionError> {
+        self.drain(None).map(drop)
+    }
+
+    /// Hands every posted completion to its caller; true when one of them
+    /// was for `mine`.
+    fn drain(&self, mine: Option<u32>) -> Result<bool, RegionError> {
+        let region = self.device.region();
+        let mut found = false;
         while let Some(slot) = region.completions().pop()? {
-            if let Err(problem) = self.complete(slot) {
-                tracing::warn!(?problem, "ignoring a bad completion entry from the card");
+            match self.complete(slot) {
+                Ok(()) => found |= mine == Some(slot),
+                Err(problem) => {
+                    tracing::warn!(?problem, "ignoring a bad completion entry from the card")
+                }
             }
         }
-        Ok(())
+        Ok(found)
     }
 
     /// Accepts one completion entry if it names a slot that is in flight.
@@ -458,6 +701,8 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+
     use crate::eventfd::EventLine;
     use crate::region::SharedRegion;
 
@@ -490,6 +735,150 @@ mod tests {
             doorbell: EventLine::new().unwrap(),
         };
         Arc::new(Shared::new(Box::new(device)))
+    }
+
+    /// The card's side of a loopback device: its own view of the region
+    /// and its ends of the doorbell and interrupt.
+    struct LoopbackCard {
+        region: SharedRegion,
+        doorbell: EventLine,
+        interrupt: EventLine,
+    }
+
+    /// A host with `slots` slots whose waits never time out on their own
+    /// (a lost wake-up shows as a failed call) and a card for the test.
+    fn host_and_card(slots: u32, max_spinners: u32) -> (Arc<Shared>, LoopbackCard) {
+        let region = SharedRegion::create(slots, 4096).unwrap();
+        let doorbell = EventLine::new().unwrap();
+        let interrupt = EventLine::new().unwrap();
+        let card = LoopbackCard {
+            region: SharedRegion::attach(region.fd().try_clone_to_owned().unwrap()).unwrap(),
+            doorbell: EventLine::from_fd(doorbell.as_fd().try_clone_to_owned().unwrap()),
+            interrupt: EventLine::from_fd(interrupt.as_fd().try_clone_to_owned().unwrap()),
+        };
+        let device = LoopbackDevice {
+            region,
+            interrupt,
+            doorbell,
+        };
+        let mut shared = Shared::new(Box::new(device));
+        shared.tick = Duration::from_secs(600);
+        shared.max_spinners = max_spinners;
+        (Arc::new(shared), card)
+    }
+
+    impl LoopbackCard {
+        /// Echoes every request, newest first, raising the interrupt only
+        /// when no host thread polls the completion ring.
+        fn serve(&self, stop: &AtomicBool) {
+            while !stop.load(Ordering::Acquire) {
+                let _ = self.doorbell.wait(Duration::from_millis(5));
+                let mut batch = Vec::new();
+                while let Some(slot) = self.region.submissions().pop().unwrap() {
+                    batch.push(slot);
+                }
+                for slot in batch.into_iter().rev() {
+                    let request = self.region.read_request(slot).unwrap();
+                    self.region.write_response(slot, &request).unwrap();
+                    self.region.completions().push(slot).unwrap();
+                    if self.region.completions().needs_signal() {
+                        self.interrupt.signal().unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Six callers on four slots, answers out of order: every caller gets
+    /// its own answer, with reaping passed from caller to caller, spinning
+    /// or not. The waits have no tick, so a lost interrupt or hand-over
+    /// makes a call time out.
+    #[test]
+    fn callers_reap_for_each_other_without_lost_wake_ups() {
+        for max_spinners in [0, 8] {
+            let (host, card) = host_and_card(4, max_spinners);
+            let mut host = Arc::into_inner(host).unwrap();
+            host.spin = Duration::from_micros(40);
+            let host = Arc::new(host);
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                scope.spawn(|| card.serve(&stop));
+                let callers: Vec<_> = (0..6u8)
+                    .map(|thread| {
+                        let host = &host;
+                        scope.spawn(move || {
+                            for i in 0..300u16 {
+                                let timeout = Duration::from_secs(5);
+                                let deadline = Instant::now() + timeout;
+                                let slot = host.take_slot(deadline, timeout).unwrap();
+                                let payload = [&[thread][..], &i.to_le_bytes()].concat();
+                                let answer = host
+                                    .submit_and_wait(slot, &payload, deadline, timeout)
+                                    .unwrap_or_else(|e| {
+                                        panic!("caller {thread} call {i} (spinners {max_spinners}): {e}")
+                                    });
+                                assert_eq!(answer, payload);
+                            }
+                        })
+                    })
+                    .collect();
+                for caller in callers {
+                    caller.join().unwrap();
+                }
+                stop.store(true, Ordering::Release);
+            });
+            host.assert_consistent();
+            assert_eq!(lock(&host.free).len(), 4);
+            assert!(lock(&host.standby).is_empty());
+            assert_eq!(host.waiting.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    /// A completion posted without an interrupt still reaches its caller:
+    /// the reaper re-checks the ring at every tick.
+    #[test]
+    fn a_lost_interrupt_costs_a_tick_not_the_answer() {
+        let (host, card) = host_and_card(4, 0);
+        let mut host = Arc::into_inner(host).unwrap();
+        host.tick = Duration::from_millis(20);
+        let timeout = Duration::from_secs(10);
+        let deadline = Instant::now() + timeout;
+        let slot = host.take_slot(deadline, timeout).unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let slot = loop {
+                    if let Some(slot) = card.region.submissions().pop().unwrap() {
+                        break slot;
+                    }
+                    assert!(Instant::now() < deadline, "nothing submitted");
+                    std::thread::yield_now();
+                };
+                card.region.write_response(slot, b"quiet").unwrap();
+                card.region.completions().push(slot).unwrap();
+            });
+            let answer = host.submit_and_wait(slot, b"x", deadline, timeout).unwrap();
+            assert_eq!(answer, b"quiet");
+        });
+    }
+
+    /// The doorbell is skipped while a card thread polls the submission
+    /// ring, and rung otherwise.
+    #[test]
+    fn doorbell_is_suppressed_while_the_card_polls() {
+        let (host, card) = host_and_card(4, 0);
+        let far = Instant::now() + DEFAULT_TIMEOUT;
+        card.region.submissions().start_polling();
+        let slot = host.take_slot(far, DEFAULT_TIMEOUT).unwrap();
+        host.submit(slot, b"a").unwrap();
+        assert!(
+            !card.doorbell.take().unwrap(),
+            "doorbell rung for a polling card"
+        );
+        card.region.submissions().stop_polling();
+        let slot = host.take_slot(far, DEFAULT_TIMEOUT).unwrap();
+        host.submit(slot, b"b").unwrap();
+        assert!(card.doorbell.take().unwrap(), "doorbell not rung");
     }
 
     #[test]
@@ -557,8 +946,8 @@ mod tests {
         let s = shared();
         s.device.region().completions().corrupt(0, 1000);
         assert!(s.drain_completions().is_err());
-        // The reaper gives up on its first look and fails every caller.
-        s.reap();
+        // The watchdog gives up on its first look and fails every caller.
+        s.look();
         assert!(s.gone.load(Ordering::Acquire));
         let now = Instant::now();
         assert!(matches!(

@@ -27,6 +27,12 @@ pub trait Device: Send + Sync {
     /// always re-checks the completion ring.
     fn wait_interrupt(&self, timeout: Duration) -> Result<bool, CardError>;
 
+    /// Fails with [`CardError::Gone`] when the card is known to be dead,
+    /// without waiting; the host's watchdog asks this of an idle card.
+    fn check_alive(&self) -> Result<(), CardError> {
+        Ok(())
+    }
+
     /// A human-readable description for logs and `mesign-hsm` output.
     fn describe(&self) -> String;
 

@@ -7,7 +7,8 @@
 //! interrupt. Layout of the crate, top down:
 //!
 //! - [`card`]: [`Card`], the host side the daemon calls (slots, submission,
-//!   the reaper thread that validates completions, timeouts).
+//!   callers reaping and validating completions for each other, timeouts,
+//!   the watchdog).
 //! - [`device`]: [`Device`], the one trait a backend implements (region,
 //!   doorbell, interrupt).
 //! - [`region`]: the shared-memory layout and its SPSC rings; the crate's

@@ -5,7 +5,8 @@
 //! with a memfd that both processes map. The layout is fixed and versioned:
 //!
 //! ```text
-//! offset 0      header: magic, layout version, slot count, slot size
+//! offset 0      header: magic, layout version, slot count, slot size,
+//!               spinner count
 //! offset 64     submission ring (host produces, card consumes)
 //! after that    completion ring (card produces, host consumes)
 //! page aligned  data area: `slot_count` slots of `slot_size` bytes each,
@@ -17,6 +18,19 @@
 //! `AtomicU32` in the shared memory, published with release and read with
 //! acquire ordering. The capacity equals the slot count, so a host that only
 //! submits slots it owns can never overflow either ring.
+//!
+//! Event suppression, as in virtio: next to each ring's head the consumer
+//! keeps a count of its threads that are polling the ring right now. While
+//! it is non-zero the producer skips the doorbell (or the interrupt), which
+//! would only wake a thread that is already awake. A consumer stops polling
+//! in the order "decrement, full fence, look at the ring once more" and the
+//! producer in the order "publish the entry, full fence, read the count", so
+//! at least one of them sees the other and no entry goes unannounced. The
+//! header's spinner count bounds how many threads of host and card together
+//! busy-poll at once: they share the machine's cores when the card is the
+//! emulator. Both words are hints: a peer that leaves them zero (older
+//! layouts never wrote them) just gets every signal, and a hostile value
+//! costs the writer its own wake-ups, nothing more.
 //!
 //! The other side of the region may be buggy or hostile. Everything here is
 //! reached through atomics (so concurrent writes from the other process are
@@ -31,7 +45,7 @@
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -54,7 +68,19 @@ const HEADER_LEN: usize = 64;
 /// bounce one line between cores.
 const RING_CONTROL_LEN: usize = 128;
 const SLOT_HEADER_LEN: usize = 16;
+/// Header word counting the threads (host and card) busy-polling a ring.
+const SPINNERS_OFFSET: usize = 16;
+/// Word after a ring's head: the consumer's polling threads.
+const POLLERS_OFFSET: usize = 4;
 const PAGE: usize = 4096;
+
+/// How many threads may busy-poll at once on this machine (the `max` of
+/// [`SharedRegion::try_spin`]): one fewer than there are cores, and at least
+/// one; the other cores are for the threads doing the work.
+pub fn spin_budget() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    u32::try_from(cores.saturating_sub(1).max(1)).unwrap_or(u32::MAX)
+}
 
 /// What went wrong with the region or one of its rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,11 +414,25 @@ impl SharedRegion {
         self.u32_at(offset).store(len, Ordering::Release);
     }
 
+    /// A permit to busy-poll, if fewer than `max` threads of host and card
+    /// hold one; spinning threads that outnumber the cores only steal time
+    /// from the threads doing the work.
+    pub fn try_spin(&self, max: u32) -> Option<SpinPermit<'_>> {
+        let spinners = self.u32_at(SPINNERS_OFFSET);
+        spinners
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SpinPermit { spinners })
+    }
+
     fn ring(&self, offset: usize) -> Ring<'_> {
         let capacity = self.layout.slot_count;
         let entries = self.u32s_at(offset + RING_CONTROL_LEN, capacity as usize);
         Ring {
             head: self.u32_at(offset),
+            pollers: self.u32_at(offset + POLLERS_OFFSET),
             tail: self.u32_at(offset + 64),
             entries,
             capacity,
@@ -451,9 +491,26 @@ pub(crate) fn adopt_received_fds(raw: &[RawFd]) -> Vec<OwnedFd> {
         .collect()
 }
 
+/// Held while busy-polling; see [`SharedRegion::try_spin`].
+#[derive(Debug)]
+pub struct SpinPermit<'a> {
+    spinners: &'a AtomicU32,
+}
+
+impl Drop for SpinPermit<'_> {
+    fn drop(&mut self) {
+        // Saturating: a peer that zeroed the count must not make it wrap to
+        // "everyone is spinning".
+        let _ = self
+            .spinners
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
 /// One SPSC ring of slot indices in shared memory.
 pub struct Ring<'a> {
     head: &'a AtomicU32,
+    pollers: &'a AtomicU32,
     tail: &'a AtomicU32,
     entries: &'a [AtomicU32],
     capacity: u32,
@@ -485,6 +542,29 @@ impl Ring<'_> {
         let entry = self.entries[(head % self.capacity) as usize].load(Ordering::Relaxed);
         self.head.store(head.wrapping_add(1), Ordering::Release);
         Ok(Some(entry))
+    }
+
+    /// Consumer side: one more thread polls this ring, so the producer
+    /// need not signal (see the module docs).
+    pub fn start_polling(&self) {
+        self.pollers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Consumer side: a thread stops polling. Afterwards it must look at
+    /// the ring once more before it blocks on the signal; the fence here
+    /// orders that look after the decrement.
+    pub fn stop_polling(&self) {
+        let _ = self
+            .pollers
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
+        fence(Ordering::SeqCst);
+    }
+
+    /// Producer side, after [`Ring::push`]: true when no consumer thread is
+    /// polling, so the entry must be announced with a signal.
+    pub fn needs_signal(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.pollers.load(Ordering::Relaxed) == 0
     }
 
     /// Entries waiting to be consumed.
@@ -552,6 +632,49 @@ mod tests {
             }
             assert_eq!(ring.pop().unwrap(), None);
         }
+    }
+
+    #[test]
+    fn polling_consumers_suppress_signals() {
+        let card = region();
+        let host = SharedRegion::attach(card.fd().try_clone_to_owned().unwrap()).unwrap();
+        assert!(host.submissions().needs_signal());
+        card.submissions().start_polling();
+        card.submissions().start_polling();
+        assert!(!host.submissions().needs_signal());
+        card.submissions().stop_polling();
+        assert!(!host.submissions().needs_signal(), "one poller is left");
+        card.submissions().stop_polling();
+        assert!(host.submissions().needs_signal());
+        // More stops than starts (or a peer zeroing the count) never wrap
+        // around to "polling".
+        card.submissions().stop_polling();
+        assert!(host.submissions().needs_signal());
+        // The rings keep separate counts.
+        host.completions().start_polling();
+        assert!(!card.completions().needs_signal());
+        assert!(card.submissions().needs_signal());
+    }
+
+    #[test]
+    fn spin_permits_are_bounded_across_both_sides() {
+        let card = region();
+        let host = SharedRegion::attach(card.fd().try_clone_to_owned().unwrap()).unwrap();
+        let first = host.try_spin(2).expect("nobody spins yet");
+        let second = card.try_spin(2).expect("one of two permits left");
+        assert!(host.try_spin(2).is_none());
+        assert!(card.try_spin(2).is_none());
+        drop(first);
+        let third = card.try_spin(2).expect("a permit came back");
+        assert!(host.try_spin(0).is_none(), "a budget of zero never spins");
+        drop((second, third));
+        // A peer that zeroes the count while permits are out: returning them
+        // must not wrap the count to "everyone spins".
+        let permit = host.try_spin(1).unwrap();
+        host.u32_at(SPINNERS_OFFSET).store(0, Ordering::Release);
+        drop(permit);
+        assert_eq!(host.u32_at(SPINNERS_OFFSET).load(Ordering::Acquire), 0);
+        assert!(host.try_spin(1).is_some());
     }
 
     #[test]

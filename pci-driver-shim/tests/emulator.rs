@@ -267,6 +267,31 @@ fn concurrent_signing_from_eight_threads() {
     });
 }
 
+/// With polling workers (the host then skips most doorbells) every answer
+/// still arrives and verifies: a lost doorbell would stall a call.
+#[test]
+fn polling_card_workers_lose_no_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, card) = start_with_env(dir.path(), "MESIGN_CARD_SPIN_US", "200");
+    let ec = policy(21, KeySpec::Ec(Curve::P256));
+    let (blob, public) = generate(&card, &ec);
+    std::thread::scope(|scope| {
+        for thread in 0..3u8 {
+            let (card, blob, ec, public) = (&card, &blob, &ec, &public);
+            scope.spawn(move || {
+                for i in 0..150u8 {
+                    let digest = Sha256::digest([thread, i, 0x5c]);
+                    let sig = sign(card, blob, ec, SignScheme::Ecdsa, &digest).unwrap();
+                    assert!(
+                        verify_p256(public, &digest, &sig),
+                        "thread {thread} call {i}"
+                    );
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn master_key_survives_restart_and_stays_private() {
     let dir = tempfile::tempdir().unwrap();
@@ -425,6 +450,28 @@ fn killed_emulator_gives_gone_not_a_hang() {
         matches!(result, Err(CardError::Gone)),
         "unexpected {result:?}"
     );
+}
+
+/// The watchdog notices a card that dies while nobody calls it, so the
+/// daemon can bring it back before the next command.
+#[test]
+fn idle_card_found_gone_without_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut emu, card) = start(dir.path());
+    assert!(!card.is_gone());
+    emu.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !card.is_gone() {
+        assert!(
+            Instant::now() < deadline,
+            "a dead idle card still looks alive"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(matches!(
+        card.call(&CardRequest::Info),
+        Err(CardError::Gone)
+    ));
 }
 
 #[test]

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::device::Device;
@@ -72,6 +73,16 @@ impl Device for EmulatorDevice {
             return Err(CardError::Gone);
         }
         self.interrupt.take()
+    }
+
+    fn check_alive(&self) -> Result<(), CardError> {
+        let mut fds = [PollFd::new(self.connection.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) | Err(Errno::EINTR) => Ok(()),
+            // As in `wait_interrupt`: anything on the connection is its end.
+            Ok(_) => Err(CardError::Gone),
+            Err(errno) => Err(CardError::Os { op: "poll", errno }),
+        }
     }
 
     fn describe(&self) -> String {

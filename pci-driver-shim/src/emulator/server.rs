@@ -8,6 +8,12 @@
 //! and raise the interrupt. A worker that takes an entry while more remain
 //! rings the doorbell again so another worker shares the load.
 //!
+//! Optionally ([`crate::card::SPIN_ENV`]) a worker polls the submission
+//! ring for a few microseconds after a command before it blocks, and while
+//! it does the host skips the doorbell; likewise the interrupt is not
+//! raised while a host thread polls the completion ring (see
+//! [`crate::region`] for the protocol and the bound on spinning threads).
+//!
 //! With a [`FaultControl`] (tests only, see [`super::faults`]) the workers
 //! also drop, delay or spoil completions, and the card can be made to
 //! detect tampering or to reset.
@@ -17,9 +23,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
@@ -28,10 +34,11 @@ use super::{BUSY, HELLO};
 use crate::error::CardError;
 use crate::eventfd::EventLine;
 use crate::firmware::Firmware;
-use crate::region::{SharedRegion, DEFAULT_SLOT_COUNT, DEFAULT_SLOT_SIZE};
+use crate::region::{spin_budget, SharedRegion, DEFAULT_SLOT_COUNT, DEFAULT_SLOT_SIZE};
 
 /// How often idle workers re-check whether their session ended.
 const WORKER_TICK: Duration = Duration::from_millis(500);
+
 /// Thread stacks are locked in memory with the rest of the process (see
 /// `firmware::harden_process`), so they are kept far below the 8 MiB default;
 /// RSA-4096 generation in aws-lc needs well under this.
@@ -116,6 +123,12 @@ struct Session {
     faults: Option<Arc<FaultControl>>,
     /// The host connection, shut down to emulate a card reset.
     connection: Option<UnixStream>,
+    /// See [`SharedRegion::try_spin`].
+    max_spinners: u32,
+    /// Workers executing a command right now.
+    busy: AtomicU32,
+    /// How long an idle worker polls before it blocks on the doorbell.
+    spin: Duration,
 }
 
 fn run_session(
@@ -140,6 +153,9 @@ fn run_session(
         firmware,
         faults,
         connection,
+        max_spinners: spin_budget(),
+        busy: AtomicU32::new(0),
+        spin: crate::card::spin_from_env(),
     });
     send(
         &stream,
@@ -176,6 +192,14 @@ fn run_session(
 impl Session {
     fn work(&self) {
         while !self.ended.load(Ordering::Acquire) {
+            while let Some(slot) = self.next_submission() {
+                self.busy.fetch_add(1, Ordering::Relaxed);
+                self.execute(slot);
+                self.busy.fetch_sub(1, Ordering::Relaxed);
+            }
+            if self.poll_submissions() {
+                continue;
+            }
             match self.doorbell.wait(WORKER_TICK) {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -189,10 +213,35 @@ impl Session {
                 let _ = self.doorbell.signal();
                 return;
             }
-            while let Some(slot) = self.next_submission() {
-                self.execute(slot);
-            }
         }
+    }
+
+    /// Polls the submission ring for at most `spin` (the host's
+    /// [`crate::card::SPIN_ENV`]), if the spin budget allows; true when an
+    /// entry is waiting.
+    fn poll_submissions(&self) -> bool {
+        if self.spin.is_zero() {
+            return false;
+        }
+        // A worker still executing holds a core; spinning beside it would
+        // take the other one from the host threads preparing more work.
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        let Some(_permit) = self.region.try_spin(self.max_spinners) else {
+            return false;
+        };
+        let ring = self.region.submissions();
+        let waiting = || ring.pending().is_ok_and(|n| n > 0);
+        ring.start_polling();
+        let until = Instant::now() + self.spin;
+        while !waiting() && Instant::now() < until && !self.ended.load(Ordering::Relaxed) {
+            std::thread::yield_now();
+        }
+        ring.stop_polling();
+        // After the fence in `stop_polling`: an entry the host posted
+        // without a doorbell, because it still saw us polling, is seen here.
+        waiting()
     }
 
     fn next_submission(&self) -> Option<u32> {
@@ -200,7 +249,7 @@ impl Session {
         let ring = self.region.submissions();
         match ring.pop() {
             Ok(Some(slot)) => {
-                if ring.pending().unwrap_or(0) > 0 {
+                if ring.pending().unwrap_or(0) > 0 && ring.needs_signal() {
                     let _ = self.doorbell.signal();
                 }
                 Some(slot)
@@ -259,9 +308,11 @@ impl Session {
             self.region.completions().push(slot)
         };
         match pushed {
-            Ok(()) => {
+            Ok(()) if self.region.completions().needs_signal() => {
                 let _ = self.interrupt.signal();
             }
+            // A host thread is polling the ring and will see the entry.
+            Ok(()) => {}
             Err(e) => tracing::error!(slot, error = %e, "cannot post the completion"),
         }
     }
@@ -294,6 +345,9 @@ mod tests {
             firmware: Arc::new(Firmware::start(dir, false).unwrap()),
             faults: None,
             connection: None,
+            max_spinners: 1,
+            busy: AtomicU32::new(0),
+            spin: Duration::ZERO,
         }
     }
 
