@@ -11,7 +11,16 @@
 //! | C_GetFunctionStatus, C_CancelFunction | `CKR_FUNCTION_NOT_PARALLEL` (legacy) |
 //!
 //! Other decisions: C_LoginUser accepts only an empty user name
-//! (`CKR_ARGUMENTS_BAD` otherwise); C_SeedRandom answers
+//! (`CKR_ARGUMENTS_BAD` otherwise); a NULL PIN (C_Login, C_InitPIN,
+//! C_SetPIN, C_InitToken) is `CKR_ARGUMENTS_BAD`, as the token has no
+//! protected authentication path; no signatures with SHA-1 or SHA-224
+//! (CKM_SHA1_RSA_PKCS, CKM_ECDSA_SHA1, their PSS and SHA-224 forms:
+//! `CKR_MECHANISM_INVALID` at C_SignInit; PSS parameters naming them, or an
+//! MGF hash other than the message hash, or a salt length other than the
+//! hash length: `CKR_MECHANISM_PARAM_INVALID`), and CKM_RSA_PKCS signs only
+//! a DigestInfo over SHA-256/384/512 (`CKR_DATA_INVALID` otherwise);
+//! C_GetInterface offers no CKF_INTERFACE_FORK_SAFE interface (a forked
+//! child starts uninitialised instead); C_SeedRandom answers
 //! `CKR_RANDOM_SEED_NOT_SUPPORTED`; raw mechanisms (CKM_RSA_PKCS,
 //! CKM_RSA_PKCS_PSS, CKM_ECDSA) are single-part only and answer
 //! C_SignUpdate/C_VerifyUpdate with `CKR_FUNCTION_NOT_SUPPORTED`, as

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::ptr;
 
 use cryptoki_sys::{
-    CKR_OK, CK_ATTRIBUTE, CK_ATTRIBUTE_TYPE, CK_FUNCTION_LIST, CK_OBJECT_HANDLE, CK_RV,
+    CKR_OK, CK_ATTRIBUTE, CK_ATTRIBUTE_TYPE, CK_FALSE, CK_FUNCTION_LIST, CK_OBJECT_HANDLE, CK_RV,
     CK_SESSION_HANDLE, CK_SLOT_ID, CK_TOKEN_INFO, CK_ULONG, CK_UNAVAILABLE_INFORMATION,
 };
 
@@ -211,6 +211,306 @@ impl RawModule {
         // SAFETY: pReserved must be NULL, which it is.
         unsafe { f(ptr::null_mut()) }
     }
+}
+
+/// Which of the four `CK_C_INITIALIZE_ARGS` mutex callbacks to pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MutexCallbacks {
+    /// All four NULL.
+    None,
+    /// All four set (working spin locks).
+    All,
+    /// Only CreateMutex and LockMutex set: an inconsistent set.
+    Partial,
+}
+
+/// A `CK_C_INITIALIZE_ARGS` as a test wants it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitArgs {
+    /// The mutex callbacks.
+    pub mutexes: MutexCallbacks,
+    /// `flags` (CKF_OS_LOCKING_OK, CKF_LIBRARY_CANT_CREATE_OS_THREADS).
+    pub flags: cryptoki_sys::CK_FLAGS,
+    /// Pass a non-NULL `pReserved`.
+    pub reserved_non_null: bool,
+}
+
+// Application mutexes for C_Initialize: a spin lock per mutex. A module
+// that honours application locking calls these; they must work.
+extern "C" fn create_mutex(out: *mut *mut std::ffi::c_void) -> CK_RV {
+    if out.is_null() {
+        return cryptoki_sys::CKR_ARGUMENTS_BAD;
+    }
+    let lock = Box::into_raw(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    // SAFETY: `out` is non-NULL and points to the module's pointer slot.
+    unsafe { *out = lock.cast() };
+    CKR_OK
+}
+
+extern "C" fn destroy_mutex(mutex: *mut std::ffi::c_void) -> CK_RV {
+    if !mutex.is_null() {
+        // SAFETY: made by `create_mutex` from a Box and destroyed once.
+        drop(unsafe { Box::from_raw(mutex.cast::<std::sync::atomic::AtomicBool>()) });
+    }
+    CKR_OK
+}
+
+extern "C" fn lock_mutex(mutex: *mut std::ffi::c_void) -> CK_RV {
+    // SAFETY: made by `create_mutex` and alive until `destroy_mutex`.
+    let lock = unsafe { &*mutex.cast::<std::sync::atomic::AtomicBool>() };
+    while lock
+        .compare_exchange_weak(
+            false,
+            true,
+            std::sync::atomic::Ordering::Acquire,
+            std::sync::atomic::Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        std::hint::spin_loop();
+    }
+    CKR_OK
+}
+
+extern "C" fn unlock_mutex(mutex: *mut std::ffi::c_void) -> CK_RV {
+    // SAFETY: as in `lock_mutex`.
+    let lock = unsafe { &*mutex.cast::<std::sync::atomic::AtomicBool>() };
+    lock.store(false, std::sync::atomic::Ordering::Release);
+    CKR_OK
+}
+
+impl RawModule {
+    /// The version in the table C_GetFunctionList returned.
+    pub fn function_list_version(&self) -> cryptoki_sys::CK_VERSION {
+        self.functions.version
+    }
+
+    /// C_Initialize with NULL (`None`) or the given arguments.
+    pub fn initialize_with(&self, args: Option<InitArgs>) -> CK_RV {
+        let f = self
+            .functions
+            .C_Initialize
+            .expect("C_Initialize in the function list");
+        let Some(args) = args else {
+            // SAFETY: NULL is allowed: no arguments.
+            return unsafe { f(ptr::null_mut()) };
+        };
+        let (create, destroy, lock, unlock): (
+            cryptoki_sys::CK_CREATEMUTEX,
+            cryptoki_sys::CK_DESTROYMUTEX,
+            cryptoki_sys::CK_LOCKMUTEX,
+            cryptoki_sys::CK_UNLOCKMUTEX,
+        ) = match args.mutexes {
+            MutexCallbacks::None => (None, None, None, None),
+            MutexCallbacks::All => (
+                Some(create_mutex),
+                Some(destroy_mutex),
+                Some(lock_mutex),
+                Some(unlock_mutex),
+            ),
+            MutexCallbacks::Partial => (Some(create_mutex), None, Some(lock_mutex), None),
+        };
+        let mut reserved = 0u8;
+        let mut c_args = cryptoki_sys::CK_C_INITIALIZE_ARGS {
+            CreateMutex: create,
+            DestroyMutex: destroy,
+            LockMutex: lock,
+            UnlockMutex: unlock,
+            flags: args.flags,
+            pReserved: if args.reserved_non_null {
+                (&mut reserved as *mut u8).cast()
+            } else {
+                ptr::null_mut()
+            },
+        };
+        // SAFETY: `c_args` is a valid CK_C_INITIALIZE_ARGS for the call; the
+        // callbacks are plain functions that live for the whole process.
+        unsafe { f((&mut c_args as *mut cryptoki_sys::CK_C_INITIALIZE_ARGS).cast()) }
+    }
+
+    /// C_Finalize with a NULL or a non-NULL `pReserved`.
+    pub fn finalize_with(&self, reserved_non_null: bool) -> CK_RV {
+        let f = self
+            .functions
+            .C_Finalize
+            .expect("C_Finalize in the function list");
+        let mut reserved = 0u8;
+        let p = if reserved_non_null {
+            (&mut reserved as *mut u8).cast()
+        } else {
+            ptr::null_mut()
+        };
+        // SAFETY: `p` is NULL or points to a live byte for the call.
+        unsafe { f(p) }
+    }
+
+    /// C_GetInfo.
+    pub fn info(&self) -> (CK_RV, cryptoki_sys::CK_INFO) {
+        let f = self.functions.C_GetInfo.expect("C_GetInfo");
+        let mut info = cryptoki_sys::CK_INFO::default();
+        // SAFETY: `info` is a valid, writable CK_INFO.
+        let rv = unsafe { f(&mut info) };
+        (rv, info)
+    }
+
+    /// Calls a spread of functions with valid buffers and arbitrary
+    /// handles, for checking what they answer before C_Initialize.
+    pub fn spread_of_calls(&self) -> Vec<(&'static str, CK_RV)> {
+        let f = &self.functions;
+        let mut count: CK_ULONG = 4;
+        let mut slots = [0 as CK_SLOT_ID; 4];
+        let mut session: CK_SESSION_HANDLE = 0;
+        let mut slot_info = cryptoki_sys::CK_SLOT_INFO::default();
+        let mut token = CK_TOKEN_INFO::default();
+        let mut session_info = cryptoki_sys::CK_SESSION_INFO::default();
+        let mut random = [0u8; 8];
+        let mut mechanism = cryptoki_sys::CK_MECHANISM {
+            mechanism: cryptoki_sys::CKM_SHA256,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let pin = *b"123456";
+        // SAFETY: every pointer refers to a live local of the right type and
+        // length for the duration of each call.
+        unsafe {
+            vec![
+                ("C_GetInfo", self.info().0),
+                (
+                    "C_GetSlotList",
+                    f.C_GetSlotList.unwrap()(CK_FALSE, slots.as_mut_ptr(), &mut count),
+                ),
+                ("C_GetSlotInfo", f.C_GetSlotInfo.unwrap()(0, &mut slot_info)),
+                ("C_GetTokenInfo", f.C_GetTokenInfo.unwrap()(0, &mut token)),
+                (
+                    "C_OpenSession",
+                    f.C_OpenSession.unwrap()(
+                        0,
+                        cryptoki_sys::CKF_SERIAL_SESSION,
+                        ptr::null_mut(),
+                        None,
+                        &mut session,
+                    ),
+                ),
+                ("C_CloseSession", f.C_CloseSession.unwrap()(1)),
+                ("C_CloseAllSessions", f.C_CloseAllSessions.unwrap()(0)),
+                (
+                    "C_GetSessionInfo",
+                    f.C_GetSessionInfo.unwrap()(1, &mut session_info),
+                ),
+                (
+                    "C_Login",
+                    f.C_Login.unwrap()(
+                        1,
+                        cryptoki_sys::CKU_USER,
+                        pin.as_ptr() as *mut u8,
+                        pin.len() as CK_ULONG,
+                    ),
+                ),
+                ("C_Logout", f.C_Logout.unwrap()(1)),
+                ("C_DigestInit", f.C_DigestInit.unwrap()(1, &mut mechanism)),
+                (
+                    "C_GenerateRandom",
+                    f.C_GenerateRandom.unwrap()(1, random.as_mut_ptr(), 8),
+                ),
+                ("C_Finalize", f.C_Finalize.unwrap()(ptr::null_mut())),
+            ]
+        }
+    }
+
+    /// The 3.0 interfaces (name, version) from C_GetInterfaceList, or None
+    /// when the library exports no such function.
+    pub fn interfaces(&self) -> Option<(CK_RV, Vec<(String, cryptoki_sys::CK_VERSION)>)> {
+        if self._library.C_GetInterfaceList.is_err() {
+            return None;
+        }
+        let mut count: CK_ULONG = 0;
+        // SAFETY: NULL list with a valid count pointer asks for the count.
+        let rv = unsafe {
+            self._library
+                .C_GetInterfaceList(ptr::null_mut(), &mut count)
+        };
+        if rv != CKR_OK {
+            return Some((rv, Vec::new()));
+        }
+        let mut list = vec![
+            cryptoki_sys::CK_INTERFACE {
+                pInterfaceName: ptr::null_mut(),
+                pFunctionList: ptr::null_mut(),
+                flags: 0,
+            };
+            count as usize
+        ];
+        // SAFETY: `list` holds `count` writable CK_INTERFACE entries.
+        let rv = unsafe {
+            self._library
+                .C_GetInterfaceList(list.as_mut_ptr(), &mut count)
+        };
+        let found = list
+            .iter()
+            .take(count as usize)
+            .map(|i| {
+                // SAFETY: the module filled each entry with a NUL-terminated
+                // name and a function list that starts with its CK_VERSION,
+                // both static in the loaded library.
+                unsafe {
+                    (
+                        std::ffi::CStr::from_ptr(i.pInterfaceName.cast())
+                            .to_string_lossy()
+                            .into_owned(),
+                        *i.pFunctionList.cast::<cryptoki_sys::CK_VERSION>(),
+                    )
+                }
+            })
+            .collect();
+        Some((rv, found))
+    }
+
+    /// C_GetInterface(NULL name, NULL version, flags): the version of the
+    /// table handed out, or the error.
+    pub fn default_interface(
+        &self,
+        flags: cryptoki_sys::CK_FLAGS,
+    ) -> Option<Result<cryptoki_sys::CK_VERSION, CK_RV>> {
+        if self._library.C_GetInterface.is_err() {
+            return None;
+        }
+        let mut iface: *mut cryptoki_sys::CK_INTERFACE = ptr::null_mut();
+        // SAFETY: NULL name and version are allowed; `iface` is writable.
+        let rv = unsafe {
+            self._library
+                .C_GetInterface(ptr::null_mut(), ptr::null_mut(), &mut iface, flags)
+        };
+        if rv != CKR_OK {
+            return Some(Err(rv));
+        }
+        // SAFETY: on CKR_OK the module pointed `iface` at its interface
+        // description, whose function list starts with its CK_VERSION.
+        Some(Ok(unsafe {
+            *(*iface).pFunctionList.cast::<cryptoki_sys::CK_VERSION>()
+        }))
+    }
+}
+
+/// Forks; the child runs `child` and ends with its return value as exit
+/// status (without running the parent's exit handlers); the parent waits
+/// and returns that status, or None when the child did not exit normally.
+///
+/// Only for test processes that run this alone: a fork while other threads
+/// hold locks may leave the child unable to take them.
+pub fn in_forked_child(child: impl FnOnce() -> i32) -> Option<i32> {
+    // SAFETY: see above; the child only runs `child` and then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
+        // SAFETY: ends the child without unwinding into the parent's state.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid, "waitpid");
+    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
 }
 
 /// Runs `hook` when the process exits normally (libtest returns from `main`,
