@@ -14,7 +14,9 @@ use mesign_proto::{
     Attribute, AttributeValue, CardStatus, ReplyBody, RequestBody, SessionInfo, SignScheme,
     SlotInfo, Status, TokenInfo,
 };
-use pci_driver_shim::command::{CardRequest, CardResponse, KeyPolicy, MAX_RANDOM};
+use pci_driver_shim::command::{
+    CardFault, CardRequest, CardResponse, KeyPolicy, SignScheme as CardScheme, MAX_RANDOM,
+};
 
 use crate::attributes::{self, AttrMap};
 use crate::card::{CardFailure, CardPort};
@@ -965,9 +967,17 @@ impl Hsm {
             scheme,
             input: input.to_vec(),
         };
-        match slot.card.call(&request)? {
-            CardResponse::Bytes(signature) => Ok(signature),
-            _ => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+        match slot.card.call(&request) {
+            Ok(CardResponse::Bytes(signature)) => Ok(signature),
+            Ok(_) => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+            // CKM_RSA_PKCS takes no parameters: a DigestInfo of a hash the
+            // card does not sign with is bad data, not a bad parameter.
+            Err(CardFailure::Fault(CardFault::BadParameters))
+                if matches!(scheme, CardScheme::RsaPkcs1DigestInfo) =>
+            {
+                Err(HsmError::DataInvalid)
+            }
+            Err(failure) => Err(HsmError::Card(failure)),
         }
     }
 
@@ -1114,6 +1124,52 @@ mod tests {
             ReplyBody::KeyPair { public, private } => (public, private),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_digest_info_the_card_does_not_sign_is_bad_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, card) = hsm(dir.path());
+        let s = ready(&h);
+        let body = RequestBody::GenerateKeyPair {
+            session: s,
+            mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
+            public_template: vec![
+                a(CKA_MODULUS_BITS, mesign_proto::attr::ulong_value(2048)),
+                a(CKA_TOKEN, bool_value(true)),
+            ],
+            private_template: vec![],
+        };
+        let private = match ok(&h, APP, body) {
+            ReplyBody::KeyPair { private, .. } => private,
+            other => panic!("{other:?}"),
+        };
+        let sign = |mechanism, scheme| RequestBody::Sign {
+            session: s,
+            key: private,
+            mechanism,
+            scheme,
+            input: vec![7; 35],
+        };
+        *card.fail_next.lock().unwrap() = Some(CardFailure::Fault(CardFault::BadParameters));
+        assert_eq!(
+            rv(&h, APP, sign(CKM_RSA_PKCS, SignScheme::RsaPkcs1DigestInfo)),
+            CKR_DATA_INVALID
+        );
+        let pss = SignScheme::RsaPss {
+            hash: mesign_proto::HashAlg::Sha256,
+            mgf_hash: mesign_proto::HashAlg::Sha256,
+            salt_len: 32,
+        };
+        *card.fail_next.lock().unwrap() = Some(CardFailure::Fault(CardFault::BadParameters));
+        let digest_sign = RequestBody::Sign {
+            session: s,
+            key: private,
+            mechanism: CKM_RSA_PKCS_PSS,
+            scheme: pss,
+            input: vec![7; 32],
+        };
+        assert_eq!(rv(&h, APP, digest_sign), CKR_MECHANISM_PARAM_INVALID);
     }
 
     #[test]

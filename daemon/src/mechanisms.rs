@@ -44,6 +44,8 @@ pub fn mechanism_list() -> Vec<MechanismInfo> {
         info(CKM_ECDSA_SHA256, 256, 521, ec_sign),
         info(CKM_ECDSA_SHA384, 256, 521, ec_sign),
         info(CKM_ECDSA_SHA512, 256, 521, ec_sign),
+        info(CKM_SHA_1, 0, 0, CKF_DIGEST),
+        info(CKM_SHA224, 0, 0, CKF_DIGEST),
         info(CKM_SHA256, 0, 0, CKF_DIGEST),
         info(CKM_SHA384, 0, 0, CKF_DIGEST),
         info(CKM_SHA512, 0, 0, CKF_DIGEST),
