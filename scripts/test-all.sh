@@ -38,7 +38,9 @@ step "build (the tests start the daemon, the card emulator and load the module f
 cargo build --workspace --locked
 
 step "tests"
-cargo test --workspace --locked
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 step "Debian package: build, install, start as the unit would, sign through p11-kit"
 # Installs the package on this machine (root or sudo) and purges it again;
@@ -70,3 +72,6 @@ if [ ! -d "$advisory_db" ]; then
     exit 1
 fi
 cargo audit --db "$advisory_db" --no-fetch
+
+# One closing line for the whole run: the sum over every cargo test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$test_log"
