@@ -75,6 +75,8 @@ const COMMANDS: &[(&[&str], &[Spec])] = &[
         &["export-public"],
         &[("key", true), ("id", true), ("out", true)],
     ),
+    (&["audit", "show"], &[("from", true)]),
+    (&["audit", "verify"], &[]),
 ];
 
 /// A parsed command line.

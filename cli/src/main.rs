@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod audit;
 mod cert;
 mod client;
 mod csr;
@@ -60,6 +61,15 @@ Certificates
                                  unless its public key is the key's) and the
                                  CA certificates of the chain
 
+Audit log (hash-chained, kept by the daemon per slot; readable by any
+user allowed on the socket)
+  audit show [--from N]          the records, one per line (--json: as stored)
+  audit verify                   checks sequence numbers and the hash chain;
+                                 prints the record count and the head hash
+                                 (note it: a log cut short at the end still
+                                 verifies, but its head hash changes), or
+                                 names the first bad record and exits 1
+
 PINs are never command-line arguments. Each comes from a file (first line),
 else an environment variable, else a prompt without echo:
   user PIN   --pin-file FILE      MESIGN_HSM_PIN
@@ -87,6 +97,8 @@ fn run() -> Result<(), CliError> {
         ["export-public"] => keys::export_public(&args),
         ["csr"] => csr::csr(&args),
         ["cert", "import"] => cert::import(&args),
+        ["audit", "show"] => audit::show(&args),
+        ["audit", "verify"] => audit::verify(&args),
         other => Err(CliError::Usage(format!(
             "unknown command {}",
             other.join(" ")

@@ -150,8 +150,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!(error = %e, "cannot remove the socket file");
     }
-    // Every acknowledged change is already committed; stopping the card
+    // Every acknowledged change is already committed; the signing volume
+    // counted since the last audit flush is written now. Stopping the card
     // supervisors and the emulators is all that is left.
+    hsm.flush_audit();
     drop(supervisors);
     tracing::info!("stopped");
     Ok(())

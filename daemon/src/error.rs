@@ -67,6 +67,8 @@ pub enum HsmError {
     ProtocolOrder,
     Card(CardFailure),
     Store(StoreError),
+    /// The audit log could not be opened or read.
+    Audit(crate::audit::AuditError),
     /// A request handler panicked; the connection's reply says so and the
     /// daemon goes on.
     Internal,
@@ -114,6 +116,7 @@ impl HsmError {
             HsmError::ProtocolOrder => CKR_DEVICE_ERROR,
             HsmError::Card(failure) => card_rv(*failure),
             HsmError::Store(_) => CKR_DEVICE_ERROR,
+            HsmError::Audit(_) => CKR_DEVICE_ERROR,
             HsmError::Internal => CKR_GENERAL_ERROR,
         }
     }

@@ -11,14 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use cryptoki_sys::*;
 use mesign_proto::{
-    Attribute, AttributeValue, CardStatus, ReplyBody, RequestBody, SessionInfo, SignScheme,
-    SlotInfo, Status, TokenInfo,
+    Attribute, AttributeValue, AuditRecordBytes, CardStatus, ReplyBody, RequestBody, SessionInfo,
+    SignScheme, SlotInfo, Status, TokenInfo,
 };
 use pci_driver_shim::command::{
     CardFault, CardRequest, CardResponse, KeyPolicy, SignScheme as CardScheme, MAX_RANDOM,
 };
 
 use crate::attributes::{self, AttrMap};
+use crate::audit::{Audit, Event, ObjectName, Role};
 use crate::card::{CardFailure, CardPort};
 use crate::commit::GroupCommit;
 use crate::error::HsmError;
@@ -60,6 +61,8 @@ pub struct Slot {
     commits: GroupCommit<TokenChange, Arc<StoreError>>,
     login_lock: Mutex<()>,
     next_token_object: AtomicU64,
+    /// The slot's audit log; none for in-memory slots (fuzzing).
+    audit: Option<Audit>,
 }
 
 struct TokenState {
@@ -88,17 +91,23 @@ impl Slot {
     /// Opens the token store of `card` at `db_path`.
     pub fn open(card: Arc<dyn CardPort>, db_path: &std::path::Path) -> Result<Slot, HsmError> {
         let opened = Store::open(db_path, &card.info().serial)?;
-        Ok(Slot::with_store(card, opened))
+        let audit_path = db_path.with_file_name("audit.log");
+        let audit = Audit::open(&audit_path).map_err(HsmError::Audit)?;
+        Ok(Slot::with_store(card, opened, Some(audit)))
     }
 
     /// A slot whose token store lives in memory (fuzzing only).
     #[cfg(feature = "fuzzing")]
     pub fn in_memory(card: Arc<dyn CardPort>) -> Result<Slot, HsmError> {
         let opened = Store::in_memory(&card.info().serial)?;
-        Ok(Slot::with_store(card, opened))
+        Ok(Slot::with_store(card, opened, None))
     }
 
-    fn with_store(card: Arc<dyn CardPort>, opened: crate::store::Opened) -> Slot {
+    fn with_store(
+        card: Arc<dyn CardPort>,
+        opened: crate::store::Opened,
+        audit: Option<Audit>,
+    ) -> Slot {
         let (store, record, stored) = opened;
         let mut objects = ObjectTable::default();
         let mut next = record.next_object_id;
@@ -118,6 +127,14 @@ impl Slot {
             commits: GroupCommit::default(),
             login_lock: Mutex::new(()),
             next_token_object: AtomicU64::new(next),
+            audit,
+        }
+    }
+
+    /// Appends `event` to the slot's audit log, durably.
+    fn audit(&self, pid: Option<i32>, event: Event) {
+        if let Some(audit) = &self.audit {
+            audit.record(pid, &event);
         }
     }
 
@@ -259,7 +276,7 @@ impl Hsm {
                 so_pin,
                 label,
             } => self
-                .init_token(slot, &so_pin, &label)
+                .init_token(app, slot, &so_pin, &label)
                 .map(|()| ReplyBody::Done),
             RequestBody::InitPin { session, pin } => {
                 self.init_pin(app, session, &pin).map(|()| ReplyBody::Done)
@@ -366,6 +383,16 @@ impl Hsm {
                 self.view(app, session).map(|_| ReplyBody::Done)
             }
             RequestBody::Status => Ok(ReplyBody::Status(self.status())),
+            RequestBody::AuditRead { slot, from, max } => {
+                let slot = self.slot(slot)?;
+                let records = match &slot.audit {
+                    Some(audit) => audit.read(from, max).map_err(HsmError::Audit)?,
+                    None => Vec::new(),
+                };
+                Ok(ReplyBody::AuditRecords(
+                    records.into_iter().map(AuditRecordBytes).collect(),
+                ))
+            }
         }
     }
 
@@ -473,7 +500,7 @@ impl Hsm {
 
     /// Verifies `pin` against the SO or user PIN of `slot`, counting
     /// failures durably. The caller holds the slot's login lock.
-    fn verify_pin(&self, slot: &Slot, who: Login, pin: &[u8]) -> Result<(), HsmError> {
+    fn verify_pin(&self, pid: i32, slot: &Slot, who: Login, pin: &[u8]) -> Result<(), HsmError> {
         let (record, failures) = {
             let state = slot.read();
             let r = &state.record;
@@ -502,11 +529,23 @@ impl Hsm {
                 Login::So => r.so_failures += 1,
                 Login::User => r.user_failures += 1,
             })?;
+            // The login lock is held: the count just written is this one.
+            let (role, failures) = (role(who), failures + 1);
+            slot.audit(Some(pid), Event::LoginFailure { role, failures });
+            if failures >= self.pins.max_attempts {
+                slot.audit(Some(pid), Event::PinLocked { role });
+            }
             Err(HsmError::PinIncorrect)
         }
     }
 
-    fn init_token(&self, slot_id: u64, so_pin: &[u8], label: &[u8]) -> Result<(), HsmError> {
+    fn init_token(
+        &self,
+        app: AppKey,
+        slot_id: u64,
+        so_pin: &[u8],
+        label: &[u8],
+    ) -> Result<(), HsmError> {
         let slot = self.slot(slot_id)?;
         self.check_pin_len(so_pin)?;
         if lock(&self.apps).counts(slot_id).0 > 0 {
@@ -514,7 +553,7 @@ impl Hsm {
         }
         let _login = lock(&slot.login_lock);
         if slot.read().record.initialized {
-            self.verify_pin(slot, Login::So, so_pin)?;
+            self.verify_pin(app.pid, slot, Login::So, so_pin)?;
         }
         let so_record = self.new_pin_record(so_pin);
         let mut label = label.to_vec();
@@ -524,6 +563,9 @@ impl Hsm {
         if lock(&self.apps).counts(slot_id).0 > 0 {
             return Err(HsmError::SessionExists);
         }
+        let event = Event::TokenInit {
+            label: label.clone(),
+        };
         slot.commit(TokenChange {
             record: Some(Box::new(move |record| {
                 record.label = label;
@@ -535,7 +577,9 @@ impl Hsm {
             })),
             clear_objects: true,
             ..TokenChange::default()
-        })
+        })?;
+        slot.audit(Some(app.pid), event);
+        Ok(())
     }
 
     fn init_pin(&self, app: AppKey, session: u64, pin: &[u8]) -> Result<(), HsmError> {
@@ -553,7 +597,9 @@ impl Hsm {
         slot.update_record(move |r| {
             r.user_pin = Some(record);
             r.user_failures = 0;
-        })
+        })?;
+        slot.audit(Some(app.pid), Event::PinInitialized);
+        Ok(())
     }
 
     fn set_pin(&self, app: AppKey, session: u64, old: &[u8], new: &[u8]) -> Result<(), HsmError> {
@@ -569,12 +615,14 @@ impl Hsm {
         };
         let slot = self.slot(view.slot)?;
         let _login = lock(&slot.login_lock);
-        self.verify_pin(slot, who, old)?;
+        self.verify_pin(app.pid, slot, who, old)?;
         let record = self.new_pin_record(new);
         slot.update_record(move |r| match who {
             Login::So => r.so_pin = Some(record),
             Login::User => r.user_pin = Some(record),
-        })
+        })?;
+        slot.audit(Some(app.pid), Event::PinChanged { role: role(who) });
+        Ok(())
     }
 
     fn login(&self, app: AppKey, session: u64, user_type: u64, pin: &[u8]) -> Result<(), HsmError> {
@@ -588,13 +636,16 @@ impl Hsm {
         lock(&self.apps).check_login(&view, who)?;
         let slot = self.slot(view.slot)?;
         let _login = lock(&slot.login_lock);
-        self.verify_pin(slot, who, pin)?;
-        let mut apps = lock(&self.apps);
-        // Re-check: another connection of the app may have logged in or
-        // opened a read-only session while the PIN was hashed.
-        let view = apps.view(app, session)?;
-        apps.check_login(&view, who)?;
-        apps.set_login(app, view.slot, who);
+        self.verify_pin(app.pid, slot, who, pin)?;
+        {
+            let mut apps = lock(&self.apps);
+            // Re-check: another connection of the app may have logged in or
+            // opened a read-only session while the PIN was hashed.
+            let view = apps.view(app, session)?;
+            apps.check_login(&view, who)?;
+            apps.set_login(app, view.slot, who);
+        }
+        slot.audit(Some(app.pid), Event::Login { role: role(who) });
         Ok(())
     }
 
@@ -609,7 +660,7 @@ impl Hsm {
         }
         let slot = self.slot(view.slot)?;
         let _login = lock(&slot.login_lock);
-        self.verify_pin(slot, Login::User, pin)?;
+        self.verify_pin(app.pid, slot, Login::User, pin)?;
         let mut apps = lock(&self.apps);
         // The application may have logged out while the PIN was hashed.
         if !apps.view(app, session)?.user() {
@@ -751,7 +802,11 @@ impl Hsm {
         let token = attributes::flag(&attrs, CKA_TOKEN) == Some(true);
         let handle = self.allocate(slot, token);
         let object = self.new_object(&view, attrs, None);
+        let name = object_name(handle, &object);
         self.store_objects(&view, vec![(handle, object)])?;
+        if token {
+            slot.audit(Some(app.pid), created(name));
+        }
         Ok(handle)
     }
 
@@ -774,9 +829,14 @@ impl Hsm {
             attributes::copy_attributes(&source.attrs, &changes, view.login == Some(Login::So))?;
         Self::check_new_object(&view, &attrs)?;
         let slot = self.slot(view.slot)?;
-        let new_handle = self.allocate(slot, attributes::flag(&attrs, CKA_TOKEN) == Some(true));
+        let token = attributes::flag(&attrs, CKA_TOKEN) == Some(true);
+        let new_handle = self.allocate(slot, token);
         let object = self.new_object(&view, attrs, None);
+        let name = object_name(new_handle, &object);
         self.store_objects(&view, vec![(new_handle, object)])?;
+        if token {
+            slot.audit(Some(app.pid), created(name));
+        }
         Ok(new_handle)
     }
 
@@ -794,7 +854,10 @@ impl Hsm {
             slot.commit(TokenChange {
                 delete: vec![handle],
                 ..TokenChange::default()
-            })
+            })?;
+            let event = Event::ObjectDestroyed(object_name(handle, &object));
+            slot.audit(Some(app.pid), event);
+            Ok(())
         } else {
             slot.write().objects.remove(handle);
             Ok(())
@@ -902,6 +965,10 @@ impl Hsm {
         let card_key = Arc::new(CardKey { blob, policy });
         let private_object = self.new_object(&view, plan.private, Some(card_key));
         let public_object = self.new_object(&view, plan.public, None);
+        let audited = private_object.is_token().then(|| Event::KeyGenerated {
+            private: object_name(private_handle, &private_object),
+            public: public_handle,
+        });
         self.store_objects(
             &view,
             vec![
@@ -909,6 +976,9 @@ impl Hsm {
                 (public_handle, public_object),
             ],
         )?;
+        if let Some(event) = audited {
+            slot.audit(Some(app.pid), event);
+        }
         Ok((public_handle, private_handle))
     }
 
@@ -968,7 +1038,23 @@ impl Hsm {
             input: input.to_vec(),
         };
         match slot.card.call(&request) {
-            Ok(CardResponse::Bytes(signature)) => Ok(signature),
+            Ok(CardResponse::Bytes(signature)) => {
+                if let Some(audit) = &slot.audit {
+                    // Counted in memory; the object is looked up again
+                    // only for a key's first signature since a flush.
+                    audit.count_signature(key, || {
+                        slot.read()
+                            .objects
+                            .get(key)
+                            .map(|o| object_name(key, o))
+                            .unwrap_or(ObjectName {
+                                handle: key,
+                                ..ObjectName::default()
+                            })
+                    });
+                }
+                Ok(signature)
+            }
             Ok(_) => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
             // CKM_RSA_PKCS takes no parameters: a DigestInfo of a hash the
             // card does not sign with is bad data, not a bad parameter.
@@ -999,6 +1085,44 @@ impl Hsm {
             }
         }
         Ok(out)
+    }
+}
+
+impl Hsm {
+    /// Writes the signing volume counted so far to every slot's audit log
+    /// (at shutdown).
+    pub fn flush_audit(&self) {
+        for slot in &self.slots {
+            if let Some(audit) = &slot.audit {
+                audit.flush();
+            }
+        }
+    }
+}
+
+fn role(who: Login) -> Role {
+    match who {
+        Login::So => Role::So,
+        Login::User => Role::User,
+    }
+}
+
+/// How the audit log names `object`.
+fn object_name(handle: u64, object: &Object) -> ObjectName {
+    ObjectName {
+        handle,
+        class: attributes::ulong(&object.attrs, CKA_CLASS),
+        label: object.attrs.get(&CKA_LABEL).cloned().unwrap_or_default(),
+        id: object.attrs.get(&CKA_ID).cloned().unwrap_or_default(),
+    }
+}
+
+/// The event for a new token object: certificates are named as such.
+fn created(name: ObjectName) -> Event {
+    if name.class == Some(CKO_CERTIFICATE) {
+        Event::CertificateImported(name)
+    } else {
+        Event::ObjectCreated(name)
     }
 }
 

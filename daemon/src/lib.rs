@@ -8,10 +8,12 @@
 //! [`mechanisms`], [`objects`], [`pin`], [`store`] and the card seam
 //! [`card`] / [`cards`]. [`error`] maps every failure to one `CK_RV`.
 //! [`commit`] lets concurrent writers share one durable commit.
+//! [`audit`] keeps each slot's hash-chained audit log.
 //! `fuzzing` (feature `fuzzing` only) holds the fuzz targets' entry points.
 #![forbid(unsafe_code)]
 
 pub mod attributes;
+pub mod audit;
 pub mod card;
 pub mod cards;
 pub mod certificate;

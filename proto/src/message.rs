@@ -343,7 +343,29 @@ pub enum RequestBody {
     /// Daemon and card status for the admin CLI.
     #[n(24)]
     Status,
+    /// Up to `max` records of the slot's audit log from record number
+    /// `from`, as stored (the daemon may return fewer to fit a frame; none
+    /// past the end). Any peer allowed on the socket may read the log: it
+    /// holds no secrets, and the socket is already access-controlled.
+    #[n(25)]
+    AuditRead {
+        #[n(0)]
+        slot: u64,
+        #[n(1)]
+        from: u64,
+        #[n(2)]
+        max: u32,
+    },
 }
+
+/// One audit record as stored, encoded as a CBOR byte string.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(transparent)]
+pub struct AuditRecordBytes(
+    #[n(0)]
+    #[cbor(with = "minicbor::bytes")]
+    pub Bytes,
+);
 
 /// Slot description for C_GetSlotInfo; one per card.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -517,4 +539,8 @@ pub enum ReplyBody {
     ),
     #[n(13)]
     Status(#[n(0)] Status),
+    /// AuditRead: each record's bytes exactly as on disk, so that the
+    /// reader can re-hash them.
+    #[n(14)]
+    AuditRecords(#[n(0)] Vec<AuditRecordBytes>),
 }
