@@ -154,23 +154,41 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV=$ROOT/target/py-clients
 SDISTS=$ROOT/target/py-clients-sdists
 
+# The two Python suites run in parallel tests: one builds the venv and
+# fetches the sdists while the other waits on the lock.
+LOCK=$ROOT/target/py-clients.lock
+
 python_env() {
-    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import pkcs11, PyKCS11, pytest, cryptography, parameterized" 2>/dev/null; then
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install -q "python-pkcs11==$PYTHON_PKCS11_VERSION" "PyKCS11==$PYKCS11_VERSION" \
-            pytest "cryptography>=44" "parameterized>=0.9"
-    fi
+    mkdir -p "$ROOT/target"
+    (
+        flock 9
+        if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import pkcs11, PyKCS11, pytest, cryptography, parameterized" 2>/dev/null; then
+            python3 -m venv "$VENV"
+            "$VENV/bin/pip" install -q "python-pkcs11==$PYTHON_PKCS11_VERSION" "PyKCS11==$PYKCS11_VERSION" \
+                pytest "cryptography>=44" "parameterized>=0.9"
+        fi
+    ) 9>"$LOCK"
 }
+
+# fetched_sdist NAME VERSION: the sdist's archive, downloaded once (under the
+# lock, since both suites may ask at the same time).
+fetched_sdist() {
+    local name=$1 version=$2 pattern archive
+    pattern="$(tr - _ <<<"$name")-$version.tar.gz"
+    flock 9
+    archive=$(find "$SDISTS" -maxdepth 1 -iname "$pattern" -print -quit)
+    if [ -z "$archive" ]; then
+        "$VENV/bin/pip" download -q --no-deps --no-binary "$name" -d "$SDISTS" "$name==$version" >&2
+        archive=$(find "$SDISTS" -maxdepth 1 -iname "$pattern" -print -quit)
+    fi
+    echo "$archive"
+} 9>"$LOCK"
 
 # unpacked_sdist NAME VERSION: the sdist's directory (downloaded once).
 unpacked_sdist() {
     local name=$1 version=$2 archive
     mkdir -p "$SDISTS"
-    archive=$(find "$SDISTS" -maxdepth 1 -iname "$(tr - _ <<<"$name")-$version.tar.gz" -print -quit)
-    if [ -z "$archive" ]; then
-        "$VENV/bin/pip" download -q --no-deps --no-binary "$name" -d "$SDISTS" "$name==$version" >&2
-        archive=$(find "$SDISTS" -maxdepth 1 -iname "$(tr - _ <<<"$name")-$version.tar.gz" -print -quit)
-    fi
+    archive=$(fetched_sdist "$name" "$version")
     tar -xzf "$archive" -C "$WORK"
     find "$WORK" -maxdepth 1 -type d -iname "$(tr - _ <<<"$name")-$version"
 }
