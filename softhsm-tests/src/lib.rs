@@ -20,6 +20,7 @@ pub mod der;
 pub mod divergence;
 pub mod ffi;
 pub mod keys;
+pub mod standalone;
 pub mod target;
 pub mod verify;
 

@@ -11,20 +11,16 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::session::Session;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use softhsm_tests::binaries;
 use softhsm_tests::daemon::Daemon;
 use softhsm_tests::keys::{self, KeySpec};
-use softhsm_tests::target::pin;
+use softhsm_tests::standalone::{card_pid, load_module, ready_session};
 use softhsm_tests::verify::{assert_genuine, sha256, Curve, PublicKey};
-use softhsm_tests::{SO_PIN, USER_PIN};
 
 /// The card deadline the daemon runs with here: dropped completions cost
 /// this much each.
@@ -33,48 +29,6 @@ const CARD_TIMEOUT: Duration = Duration::from_millis(400);
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
 /// Interval between attempts while the card comes back.
 const POLL: Duration = Duration::from_millis(20);
-
-fn load_module() -> Pkcs11 {
-    let pkcs11 = Pkcs11::new(binaries::require(binaries::MESIGN_MODULE)).expect("load module");
-    // Never unloaded, as in a real host (see faulty_card.rs).
-    std::mem::forget(pkcs11.clone());
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    pkcs11
-}
-
-fn ready_session(pkcs11: &Pkcs11, slot: Slot) -> Session {
-    pkcs11
-        .init_token(slot, &pin(SO_PIN), "recovery")
-        .expect("C_InitToken");
-    let so = pkcs11.open_rw_session(slot).expect("C_OpenSession");
-    so.login(UserType::So, Some(&pin(SO_PIN)))
-        .expect("SO login");
-    so.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
-    so.logout().expect("SO logout");
-    drop(so);
-    let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
-    session
-        .login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("user login");
-    session
-}
-
-/// The card emulator: the daemon's child process (started by whichever
-/// daemon thread started it, hence the walk over all tasks).
-fn card_pid(daemon: u32) -> Option<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{daemon}/task")).expect("daemon tasks");
-    for task in tasks {
-        let children = task.expect("task").path().join("children");
-        if let Ok(text) = std::fs::read_to_string(children) {
-            if let Some(pid) = text.split_whitespace().next() {
-                return Some(pid.parse().expect("child pid"));
-            }
-        }
-    }
-    None
-}
 
 #[track_caller]
 fn assert_card_failure(e: &Error, phase: &str) {
@@ -152,7 +106,7 @@ fn the_daemon_brings_its_card_back() {
     let pkcs11 = load_module();
     let slots = pkcs11.get_slots_with_token().expect("C_GetSlotList");
     assert_eq!(slots.len(), 1, "one card, one slot");
-    let session = ready_session(&pkcs11, slots[0]);
+    let session = ready_session(&pkcs11, slots[0], "recovery");
     let spec = KeySpec::Ec(Curve::P256);
     let pair = keys::generate(&session, spec, "card-recovery");
     let signer = Signer {

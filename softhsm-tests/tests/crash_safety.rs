@@ -26,20 +26,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use softhsm_tests::binaries;
 use softhsm_tests::daemon::Daemon;
 use softhsm_tests::keys;
+use softhsm_tests::standalone::{card_pid, init_token, load_module, only_slot};
 use softhsm_tests::target::pin;
 use softhsm_tests::verify::{assert_genuine, sha256, Curve, PublicKey};
-use softhsm_tests::{SO_PIN, TEST_CERTIFICATE, USER_PIN};
+use softhsm_tests::{TEST_CERTIFICATE, USER_PIN};
 
 /// How long the kill loop runs.
 const BUDGET: Duration = Duration::from_secs(20);
@@ -126,22 +124,6 @@ impl Fixture {
     }
 }
 
-fn load_module() -> Pkcs11 {
-    let pkcs11 = Pkcs11::new(binaries::require(binaries::MESIGN_MODULE)).expect("load module");
-    // Never unloaded, as in a real host (see faulty_card.rs).
-    std::mem::forget(pkcs11.clone());
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    pkcs11
-}
-
-fn only_slot(pkcs11: &Pkcs11) -> Slot {
-    let slots = pkcs11.get_slots_with_token().expect("C_GetSlotList");
-    assert_eq!(slots.len(), 1, "one card, one slot");
-    slots[0]
-}
-
 #[test]
 fn acknowledged_operations_survive_kills() {
     let seed = std::env::var("CRASH_SEED")
@@ -167,7 +149,7 @@ fn acknowledged_operations_survive_kills() {
         let pkcs11 = load_module();
         let slot = only_slot(&pkcs11);
         if first {
-            init_token(&pkcs11, slot);
+            init_token(&pkcs11, slot, "crash");
             first = false;
         }
         let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
@@ -183,7 +165,7 @@ fn acknowledged_operations_survive_kills() {
         };
         let target = match victim {
             Victim::Daemon => daemon.pid(),
-            Victim::Card => card_pid(daemon.pid()),
+            Victim::Card => card_pid(daemon.pid()).expect("the daemon's card process"),
         };
         let delay = Duration::from_millis(
             KILL_WINDOW_MS.0 + rng.below(KILL_WINDOW_MS.1 - KILL_WINDOW_MS.0),
@@ -243,31 +225,6 @@ fn acknowledged_operations_survive_kills() {
         "the loop did too little work to mean anything: {model:?}"
     );
     let _ = std::fs::remove_dir_all(&fixture.dir);
-}
-
-fn init_token(pkcs11: &Pkcs11, slot: Slot) {
-    pkcs11
-        .init_token(slot, &pin(SO_PIN), "crash")
-        .expect("C_InitToken");
-    let so = pkcs11.open_rw_session(slot).expect("C_OpenSession");
-    so.login(UserType::So, Some(&pin(SO_PIN)))
-        .expect("SO login");
-    so.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
-    so.logout().expect("SO logout");
-}
-
-/// The card emulator: the daemon's child process.
-fn card_pid(daemon: u32) -> u32 {
-    let tasks = std::fs::read_dir(format!("/proc/{daemon}/task")).expect("daemon tasks");
-    for task in tasks {
-        let children = task.expect("task").path().join("children");
-        if let Ok(text) = std::fs::read_to_string(children) {
-            if let Some(pid) = text.split_whitespace().next() {
-                return pid.parse().expect("child pid");
-            }
-        }
-    }
-    panic!("mesign-hsmd {daemon} has no card process");
 }
 
 /// Runs operations until one fails (the kill landed); returns what was cut.

@@ -20,17 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
-use softhsm_tests::binaries;
+use cryptoki::session::Session;
 use softhsm_tests::daemon::Daemon;
+use softhsm_tests::expect_rv;
 use softhsm_tests::keys::{self, KeySpec};
-use softhsm_tests::target::pin;
+use softhsm_tests::standalone::{load_module, only_slot, ready_session};
 use softhsm_tests::verify::{assert_genuine, sha256, Curve};
-use softhsm_tests::{SO_PIN, USER_PIN};
 
 /// The card deadline the daemon runs with in this test.
 const CARD_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -81,49 +78,6 @@ impl Fixture {
     }
 }
 
-fn load_module() -> Pkcs11 {
-    let pkcs11 = Pkcs11::new(binaries::require(binaries::MESIGN_MODULE)).expect("load module");
-    // Keep the library mapped for the life of the process, as real hosts
-    // do: unloading it (dlclose) after use crashes the calling thread at
-    // exit in a thread-specific-data destructor (reported separately).
-    std::mem::forget(pkcs11.clone());
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    pkcs11
-}
-
-fn only_slot(pkcs11: &Pkcs11) -> Slot {
-    let slots = pkcs11.get_slots_with_token().expect("C_GetSlotList");
-    assert_eq!(slots.len(), 1, "one card, one slot");
-    slots[0]
-}
-
-fn ready_session(pkcs11: &Pkcs11, slot: Slot) -> Session {
-    pkcs11
-        .init_token(slot, &pin(SO_PIN), "faulty")
-        .expect("C_InitToken");
-    let so = pkcs11.open_rw_session(slot).expect("C_OpenSession");
-    so.login(UserType::So, Some(&pin(SO_PIN)))
-        .expect("SO login");
-    so.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
-    so.logout().expect("SO logout");
-    drop(so);
-    let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
-    session
-        .login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("user login");
-    session
-}
-
-#[track_caller]
-fn expect_rv<T: std::fmt::Debug>(result: cryptoki::error::Result<T>, want: RvError) {
-    match result {
-        Err(Error::Pkcs11(got, _)) if got == want => {}
-        other => panic!("expected {want:?}, got {other:?}"),
-    }
-}
-
 #[test]
 fn faulty_card_through_the_whole_stack() {
     let fixture = Fixture::new();
@@ -137,7 +91,7 @@ fn faults_while_running(fixture: &Fixture) {
     let daemon = fixture.daemon("running", &[]);
     let pkcs11 = load_module();
     let slot = only_slot(&pkcs11);
-    let session = ready_session(&pkcs11, slot);
+    let session = ready_session(&pkcs11, slot, "faulty");
     let spec = KeySpec::Ec(Curve::P256);
     let pair = keys::generate(&session, spec, "faulty-card");
     let public = keys::public_key(&session, spec, pair.public);
@@ -260,7 +214,7 @@ fn failed_self_test(fixture: &Fixture) {
     );
     let pkcs11 = load_module();
     let slot = only_slot(&pkcs11);
-    let session = ready_session(&pkcs11, slot);
+    let session = ready_session(&pkcs11, slot, "faulty");
     let public = [
         cryptoki::object::Attribute::Token(true),
         cryptoki::object::Attribute::EcParams(Curve::P256.params_der()),

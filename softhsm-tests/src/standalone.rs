@@ -1,0 +1,69 @@
+//! For test files that run one daemon of their own outside the [`Target`]
+//! harness (crash, fault and recovery tests): load our module, find its one
+//! slot, set up the token, find the card process.
+//!
+//! [`Target`]: crate::Target
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+
+use crate::binaries;
+use crate::target::pin;
+use crate::{SO_PIN, USER_PIN};
+
+/// Our module, loaded and initialised for the rest of the process: a real
+/// host keeps it loaded across daemon restarts, and so do these tests.
+pub fn load_module() -> Pkcs11 {
+    let pkcs11 = Pkcs11::new(binaries::require(binaries::MESIGN_MODULE)).expect("load module");
+    // Dropping the last handle would call C_Finalize; keep one for good.
+    std::mem::forget(pkcs11.clone());
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    pkcs11
+}
+
+/// The one slot of a one-card daemon.
+pub fn only_slot(pkcs11: &Pkcs11) -> Slot {
+    let slots = pkcs11.get_slots_with_token().expect("C_GetSlotList");
+    assert_eq!(slots.len(), 1, "one card, one slot");
+    slots[0]
+}
+
+/// Initialises the token as `label` with the suite's SO and user PINs.
+pub fn init_token(pkcs11: &Pkcs11, slot: Slot, label: &str) {
+    pkcs11
+        .init_token(slot, &pin(SO_PIN), label)
+        .expect("C_InitToken");
+    let so = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+    so.login(UserType::So, Some(&pin(SO_PIN)))
+        .expect("SO login");
+    so.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
+    so.logout().expect("SO logout");
+}
+
+/// [`init_token`], then a R/W session logged in as the user.
+pub fn ready_session(pkcs11: &Pkcs11, slot: Slot, label: &str) -> Session {
+    init_token(pkcs11, slot, label);
+    let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+    session
+        .login(UserType::User, Some(&pin(USER_PIN)))
+        .expect("user login");
+    session
+}
+
+/// The card emulator: the daemon's child process, started by whichever
+/// daemon thread started it, hence the walk over all its tasks.
+pub fn card_pid(daemon: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{daemon}/task")).expect("daemon tasks");
+    for task in tasks {
+        let children = task.expect("task").path().join("children");
+        if let Ok(text) = std::fs::read_to_string(children) {
+            if let Some(pid) = text.split_whitespace().next() {
+                return Some(pid.parse().expect("child pid"));
+            }
+        }
+    }
+    None
+}
