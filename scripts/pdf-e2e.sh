@@ -28,19 +28,11 @@ TOKEN_LABEL=pdf-e2e
 WORK=$(mktemp -d -t mesign-pdf-e2e.XXXXXX)
 LOG=$WORK/hsmd.log
 DAEMON_PID=
-PASSED=0
-FAILED=0
+# shellcheck source=lib/steps.sh
+source "$(dirname "$0")/lib/steps.sh"
 
 cleanup() {
-    if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-        kill -TERM "$DAEMON_PID" 2>/dev/null || true
-        local deadline=$((SECONDS + STOP_SECONDS))
-        while kill -0 "$DAEMON_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-            sleep 0.1
-        done
-        kill -KILL "$DAEMON_PID" 2>/dev/null || true
-        wait "$DAEMON_PID" 2>/dev/null || true
-    fi
+    end_daemon "$DAEMON_PID" "$STOP_SECONDS"
     if [ "$FAILED" -ne 0 ] && [ -s "$LOG" ]; then
         echo "--- daemon log ($LOG) ---"
         tail -n 30 "$LOG" || true
@@ -53,20 +45,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL: $1"; }
-
-# check NAME CMD...: CMD must succeed; its output goes to $WORK/step.log.
-check() {
-    local name=$1
-    shift
-    if "$@" >"$WORK/step.log" 2>&1; then
-        pass "$name"
-    else
-        fail "$name"
-        sed 's/^/    | /' "$WORK/step.log" | tail -n 25
-    fi
-}
 
 # check_output NAME PATTERN CMD...: CMD's output must match the extended
 # regular expression PATTERN (whatever its exit status).

@@ -25,20 +25,11 @@ STATE_DIR=$WORK/state
 SOCKET=$WORK/hsmd.sock
 LOG=$WORK/hsmd.log
 DAEMON_PID=
-PASSED=0
-FAILED=0
-FAILURES=()
+# shellcheck source=lib/steps.sh
+source "$(dirname "$0")/lib/steps.sh"
 
 cleanup() {
-    if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-        kill -TERM "$DAEMON_PID" 2>/dev/null || true
-        local deadline=$((SECONDS + STOP_SECONDS))
-        while kill -0 "$DAEMON_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-            sleep 0.1
-        done
-        kill -KILL "$DAEMON_PID" 2>/dev/null || true
-        wait "$DAEMON_PID" 2>/dev/null || true
-    fi
+    end_daemon "$DAEMON_PID" "$STOP_SECONDS"
     if [ "$FAILED" -ne 0 ] && [ -s "$LOG" ]; then
         echo "--- daemon log ($LOG) ---"
         tail -n 50 "$LOG" || true
@@ -47,20 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
-fail() { FAILED=$((FAILED + 1)); FAILURES+=("$1"); echo "FAIL: $1"; }
-
-# check NAME CMD...: run CMD, output to the step log, record the result.
-check() {
-    local name=$1
-    shift
-    if "$@" >"$WORK/step.log" 2>&1; then
-        pass "$name"
-    else
-        fail "$name"
-        sed 's/^/    | /' "$WORK/step.log" | tail -n 20
-    fi
-}
 
 # check_fails NAME CMD...: CMD must fail.
 check_fails() {

@@ -29,20 +29,11 @@ STOP_SECONDS=20
 WORK=$(mktemp -d -t mesign-client.XXXXXX)
 LOG=$WORK/hsmd.log
 DAEMON_PID=
-PASSED=0
-FAILED=0
-FAILURES=()
+# shellcheck source=../lib/steps.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/steps.sh"
 
 client_cleanup() {
-    if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-        kill -TERM "$DAEMON_PID" 2>/dev/null || true
-        local deadline=$((SECONDS + STOP_SECONDS))
-        while kill -0 "$DAEMON_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-            sleep 0.1
-        done
-        kill -KILL "$DAEMON_PID" 2>/dev/null || true
-        wait "$DAEMON_PID" 2>/dev/null || true
-    fi
+    end_daemon "$DAEMON_PID" "$STOP_SECONDS"
     if [ "$FAILED" -ne 0 ] && [ -s "$LOG" ]; then
         echo "--- daemon log ($LOG) ---"
         tail -n 30 "$LOG" || true
@@ -51,22 +42,7 @@ client_cleanup() {
 }
 trap client_cleanup EXIT
 
-pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
-fail() { FAILED=$((FAILED + 1)); FAILURES+=("$1"); echo "FAIL: $1"; }
 skip() { echo "SKIP: $1"; }
-
-# check NAME CMD...: runs CMD with its output in the step log; shows the
-# tail of that log when it fails.
-check() {
-    local name=$1
-    shift
-    if "$@" >"$WORK/step.log" 2>&1; then
-        pass "$name"
-    else
-        fail "$name"
-        sed 's/^/    | /' "$WORK/step.log" | tail -n 25
-    fi
-}
 
 summary() {
     echo "SUMMARY: $PASSED passed, $FAILED failed"
