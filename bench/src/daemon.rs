@@ -73,13 +73,15 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon on `socket` with its store in `state_dir` and its
-    /// output appended to `log`; returns once the socket accepts.
+    /// Starts the daemon on `socket` with its store in `state_dir`, its
+    /// slot on `cards` emulated cards and its output appended to `log`;
+    /// returns once the socket accepts.
     pub fn start(
         exe: &Path,
         state_dir: &Path,
         socket: &Path,
         log: &Path,
+        cards: u32,
     ) -> Result<Self, BenchError> {
         let io = |step, path: &Path| {
             let path = path.to_path_buf();
@@ -88,7 +90,14 @@ impl Daemon {
         std::fs::create_dir_all(state_dir).map_err(io("create the daemon state dir", state_dir))?;
         let out = File::create(log).map_err(io("create the daemon log", log))?;
         let err = out.try_clone().map_err(io("clone the daemon log", log))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if cards > 1 {
+            let config = state_dir.join("hsmd.toml");
+            let settings = format!("[[cards]]\nbackend = \"emulator\"\ninstances = {cards}\n");
+            std::fs::write(&config, settings).map_err(io("write the daemon config", &config))?;
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--socket")
@@ -173,6 +182,7 @@ mod tests {
             &dir.path().join("state"),
             &dir.path().join("s.sock"),
             &dir.path().join("log"),
+            1,
         )
         .err()
         .unwrap();

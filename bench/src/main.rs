@@ -151,6 +151,7 @@ fn bench(options: &Options, command_line: &str) -> Result<bool, BenchError> {
             &scratch.path().join("hsmd-state"),
             &scratch.socket(),
             &scratch.path().join("hsmd.log"),
+            options.cards,
         )?);
         tokens.push(Token::open(Source::Ours, &artefacts.module)?);
     }

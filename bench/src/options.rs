@@ -1,6 +1,6 @@
 //! The command line: `mesign-bench [--module ours|softhsm|both] [--threads
 //! 1,2,4,16] [--seconds 1.5] [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384]
-//! [--profile release] [--find] [--find-objects 10000]`.
+//! [--profile release] [--cards 1] [--find] [--find-objects 10000]`.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,12 +11,13 @@ use crate::workload::Op;
 pub const USAGE: &str = "\
 usage: mesign-bench [--module ours|softhsm|both] [--threads 1,2,4,16] [--seconds 1.5]
                     [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384] [--profile release]
-                    [--find] [--find-objects 10000]
+                    [--cards 1] [--find] [--find-objects 10000]
 
 Signs with our PKCS#11 module and SoftHSMv2 in one run, alternating them, and
 with aws-lc-rs in-process as the ceiling for these cores; prints a Markdown
 table. --find instead creates --find-objects data objects on each token and
-measures C_FindObjects by label and by id.
+measures C_FindObjects by label and by id. --cards runs our slot on that many
+emulated cards (at most 8), which the daemon spreads signing across.
 
 Our module, daemon and card emulator are taken from target/<profile>; build
 them first with `cargo build --release --workspace`.";
@@ -59,6 +60,8 @@ pub struct Options {
     pub ops: Vec<Op>,
     /// The cargo profile directory our binaries come from.
     pub profile: String,
+    /// Emulated cards behind our slot.
+    pub cards: u32,
     /// Run the object-search scenario instead of signing.
     pub find: bool,
     /// Objects the search scenario creates per token.
@@ -78,6 +81,7 @@ impl Default for Options {
             rounds: 3,
             ops: Op::ALL.to_vec(),
             profile: "release".to_owned(),
+            cards: 1,
             find: false,
             find_objects: 10_000,
             help: false,
@@ -168,6 +172,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, UsageEr
                 }
                 options.profile = v;
             }
+            "--cards" => {
+                let v = value("--cards")?;
+                options.cards = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .ok_or_else(|| bad("--cards", v))?;
+            }
             "--find-objects" => {
                 let v = value("--find-objects")?;
                 options.find_objects = positive(&v).ok_or_else(|| bad("--find-objects", v))?;
@@ -216,7 +228,7 @@ mod tests {
     #[test]
     fn every_flag_is_read() {
         let o = parse(args(
-            "--module ours --threads 2,8 --seconds=0.5 --rounds 1 --ops p384,rsa-pss --profile debug --find --find-objects 50",
+            "--module ours --threads 2,8 --seconds=0.5 --rounds 1 --ops p384,rsa-pss --profile debug --cards 2 --find --find-objects 50",
         ))
         .unwrap();
         assert_eq!(o.modules, Modules::Ours);
@@ -225,6 +237,7 @@ mod tests {
         assert_eq!(o.rounds, 1);
         assert_eq!(o.ops, vec![Op::P384, Op::RsaPss]);
         assert_eq!(o.profile, "debug");
+        assert_eq!(o.cards, 2);
         assert!(o.find);
         assert_eq!(o.find_objects, 50);
     }
@@ -250,6 +263,13 @@ mod tests {
             parse(args("--fast")),
             Err(UsageError::UnknownFlag("--fast".into()))
         );
+        assert!(matches!(
+            parse(args("--cards 9")),
+            Err(UsageError::BadValue {
+                flag: "--cards",
+                ..
+            })
+        ));
         assert!(matches!(
             parse(args("--seconds -1")),
             Err(UsageError::BadValue {

@@ -62,8 +62,8 @@ pub fn header(options: &Options, command_line: &str) -> String {
     if options.modules.ours() {
         let _ = writeln!(
             out,
-            "- our binaries: target/{} (module → mesign-hsmd → mesign-card-emu, all on these cores)",
-            options.profile
+            "- our binaries: target/{} (module → mesign-hsmd → {} × mesign-card-emu, all on these cores)",
+            options.profile, options.cards
         );
     }
     if options.modules.softhsm() {

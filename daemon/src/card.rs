@@ -30,6 +30,11 @@ pub enum CardFailure {
 pub trait CardPort: Send + Sync {
     /// Executes one command.
     fn call(&self, request: &CardRequest) -> Result<CardResponse, CardFailure>;
+    /// Executes several commands, answering each in order; a card that can
+    /// take them in one go (the ring: one doorbell) overrides this.
+    fn call_batch(&self, requests: &[CardRequest]) -> Vec<Result<CardResponse, CardFailure>> {
+        requests.iter().map(|r| self.call(r)).collect()
+    }
     /// Identity and health as read when the card was opened.
     fn info(&self) -> CardInfo;
     /// "emulator" or the device path, for the status report.
@@ -77,6 +82,7 @@ pub mod fake {
                 },
                 CardRequest::Sign { input, .. } => CardResponse::Bytes(input.clone()),
                 CardRequest::Random { len } => CardResponse::Bytes(vec![0x5a; *len as usize]),
+                CardRequest::Decrypt { input, .. } => CardResponse::Bytes(input[..8].to_vec()),
             })
         }
 

@@ -16,12 +16,13 @@
 //! it, and the supervisor lives as long as the daemon.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pci_driver_shim::command::{CardInfo, CardRequest, CardResponse};
-use pci_driver_shim::{Card, CardError, EmulatorProcess};
+use pci_driver_shim::{Card, CardError, EmulatorProcess, SubmittedBatch};
 
 use crate::card::{CardFailure, CardPort};
 use crate::config::CardConfig;
@@ -43,6 +44,8 @@ enum Source {
     Spawned {
         exe: PathBuf,
         dir: PathBuf,
+        /// The socket's file name inside `dir`.
+        socket_name: String,
         process: Mutex<Option<EmulatorProcess>>,
     },
 }
@@ -76,20 +79,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl CardPort for SupervisedCard {
     fn call(&self, request: &CardRequest) -> Result<CardResponse, CardFailure> {
         let card = self.attached()?;
-        card.call(request).map_err(|e| {
-            tracing::warn!(error = %e, backend = %self.backend, "card call failed");
-            let failure = failure(e);
-            match failure {
-                CardFailure::Gone => self.want_recovery(&card, "the card is gone"),
-                CardFailure::Timeout if 2 * card.abandoned_slots() >= card.slot_count() => {
-                    // Each dropped completion keeps a slot reserved; a fresh
-                    // session with the card gives them all back.
-                    self.want_recovery(&card, "too many completions lost")
-                }
-                _ => {}
-            }
-            failure
-        })
+        card.call(request).map_err(|e| self.failed(&card, e))
+    }
+
+    fn call_batch(&self, requests: &[CardRequest]) -> Vec<Result<CardResponse, CardFailure>> {
+        if let [request] = requests {
+            return vec![self.call(request)];
+        }
+        let started = self.submit_batch(requests);
+        self.finish_batch(started, requests)
     }
 
     fn info(&self) -> CardInfo {
@@ -101,7 +99,55 @@ impl CardPort for SupervisedCard {
     }
 }
 
+/// A batch posted to one card, or why it could not be.
+type StartedBatch = Result<(Arc<Card>, SubmittedBatch), CardFailure>;
+
 impl SupervisedCard {
+    /// The first half of [`CardPort::call_batch`], so that a batch can be
+    /// posted to several cards before waiting on any.
+    fn submit_batch(&self, requests: &[CardRequest]) -> StartedBatch {
+        let card = self.attached()?;
+        let batch = card.submit_batch(requests);
+        Ok((card, batch))
+    }
+
+    fn finish_batch(
+        &self,
+        started: StartedBatch,
+        requests: &[CardRequest],
+    ) -> Vec<Result<CardResponse, CardFailure>> {
+        match started {
+            Err(failure) => requests.iter().map(|_| Err(failure)).collect(),
+            Ok((card, batch)) => card
+                .finish_batch(batch, requests)
+                .into_iter()
+                .map(|answer| answer.map_err(|e| self.failed(&card, e)))
+                .collect(),
+        }
+    }
+
+    /// Attached and not known to be gone.
+    fn available(&self) -> bool {
+        self.current().is_some_and(|card| !card.is_gone())
+    }
+
+    /// Logs a failed call and starts a recovery when the failure calls for
+    /// one.
+    fn failed(&self, card: &Arc<Card>, e: CardError) -> CardFailure {
+        tracing::warn!(error = %e, backend = %self.backend, "card call failed");
+        let failure = failure(e);
+        match failure {
+            CardFailure::Gone => self.want_recovery(card, "the card is gone"),
+            CardFailure::Timeout if 2 * card.abandoned_slots() >= card.slot_count() => {
+                // Each dropped completion keeps a slot reserved; a fresh
+                // session with the card gives them all back.
+                self.want_recovery(card, "too many completions lost")
+            }
+            _ => {}
+        }
+        failure
+    }
+
     fn current(&self) -> Option<Arc<Card>> {
         self.card.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -235,7 +281,12 @@ impl SupervisedCard {
     fn reattach(&self) -> Result<Card, CardError> {
         match &self.source {
             Source::Socket(socket) => Card::open(pci_driver_shim::connect_emulator(socket)?),
-            Source::Spawned { exe, dir, process } => {
+            Source::Spawned {
+                exe,
+                dir,
+                socket_name,
+                process,
+            } => {
                 let mut process = lock(process);
                 let alive = process.as_ref().map(|p| p.socket().to_path_buf());
                 if let Some(socket) = alive {
@@ -251,7 +302,7 @@ impl SupervisedCard {
                     // Reaps it (or ends it, if it only stopped listening).
                     dead.kill();
                 }
-                let (new, device) = pci_driver_shim::spawn_emulator(exe, dir)?;
+                let (new, device) = pci_driver_shim::spawn_emulator_on(exe, dir, socket_name)?;
                 tracing::info!(pid = new.id(), "card emulator started");
                 *process = Some(new);
                 Card::open(device)
@@ -286,11 +337,11 @@ fn failure(e: CardError) -> CardFailure {
     }
 }
 
-/// An opened card and its supervisor; dropping it stops the supervisor and
-/// the emulator the daemon started.
+/// An opened card (or set of cards) and its supervisors; dropping it stops
+/// the supervisors and the emulators the daemon started.
 pub struct OpenedCard {
     pub port: Arc<dyn CardPort>,
-    pub supervisor: Supervisor,
+    pub supervisors: Vec<Supervisor>,
 }
 
 /// The handle on a card's supervisor thread.
@@ -311,44 +362,61 @@ impl Drop for Supervisor {
     }
 }
 
-/// Opens card number `index` as configured; `state_dir` is the daemon's.
+/// Opens the card(s) of slot `index` as configured; `state_dir` is the
+/// daemon's. Several emulator instances become one [`CardSet`].
 pub fn open_card(
     index: usize,
     config: &CardConfig,
     state_dir: &Path,
 ) -> Result<OpenedCard, CardError> {
-    let (card, backend, source) = match config {
-        CardConfig::Emulator {
-            socket: Some(socket),
-            ..
-        } => {
-            let card = Card::open(pci_driver_shim::connect_emulator(socket)?)?;
-            let backend = format!("emulator at {}", socket.display());
-            (card, backend, Source::Socket(socket.clone()))
-        }
-        CardConfig::Emulator {
-            state_dir: card_dir,
-            socket: None,
-            exe,
-        } => {
-            let dir = card_dir
-                .clone()
-                .unwrap_or_else(|| state_dir.join(format!("card{index}")));
-            let exe = exe.clone().unwrap_or_else(pci_driver_shim::emulator_exe);
-            let (process, device) = pci_driver_shim::spawn_emulator(&exe, &dir)?;
-            let card = Card::open(device)?;
-            let source = Source::Spawned {
-                exe,
-                dir,
-                process: Mutex::new(Some(process)),
-            };
-            (card, "emulator".to_string(), source)
-        }
+    let CardConfig::Emulator {
+        state_dir: card_dir,
+        socket,
+        exe,
+        instances,
+    } = config;
+    if let Some(socket) = socket {
+        let card = Card::open(pci_driver_shim::connect_emulator(socket)?)?;
+        let backend = format!("emulator at {}", socket.display());
+        let (port, supervisor) = supervise(card, backend, Source::Socket(socket.clone()));
+        return Ok(OpenedCard {
+            port,
+            supervisors: vec![supervisor],
+        });
+    }
+    let dir = card_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join(format!("card{index}")));
+    let exe = exe.clone().unwrap_or_else(pci_driver_shim::emulator_exe);
+    let mut members = Vec::new();
+    let mut supervisors = Vec::new();
+    // One after the other: the first creates the shared master key.
+    for instance in 0..instances.unwrap_or(1) {
+        let socket_name = match instance {
+            0 => "card.sock".to_string(),
+            n => format!("card-{n}.sock"),
+        };
+        let (process, device) = pci_driver_shim::spawn_emulator_on(&exe, &dir, &socket_name)?;
+        let card = Card::open(device)?;
+        let source = Source::Spawned {
+            exe: exe.clone(),
+            dir: dir.clone(),
+            socket_name,
+            process: Mutex::new(Some(process)),
+        };
+        let (port, supervisor) = supervise(card, "emulator".to_string(), source);
+        members.push(port);
+        supervisors.push(supervisor);
+    }
+    let port: Arc<dyn CardPort> = if members.len() == 1 {
+        members.remove(0)
+    } else {
+        Arc::new(CardSet::new(members))
     };
-    Ok(supervise(card, backend, source))
+    Ok(OpenedCard { port, supervisors })
 }
 
-fn supervise(card: Card, backend: String, source: Source) -> OpenedCard {
+fn supervise(card: Card, backend: String, source: Source) -> (Arc<SupervisedCard>, Supervisor) {
     let supervised = Arc::new(SupervisedCard {
         info: RwLock::new(card.info().clone()),
         card: RwLock::new(Some(Arc::new(card))),
@@ -365,11 +433,94 @@ fn supervise(card: Card, backend: String, source: Source) -> OpenedCard {
             .spawn(move || supervised.supervise())
             .expect("spawning a thread")
     };
-    OpenedCard {
-        port: supervised.clone(),
-        supervisor: Supervisor {
-            card: supervised,
-            thread: Some(thread),
-        },
+    let supervisor = Supervisor {
+        card: Arc::clone(&supervised),
+        thread: Some(thread),
+    };
+    (supervised, supervisor)
+}
+
+/// Several cards behind one slot, sharing their master key (so each can
+/// use every key blob): a command goes to the least busy card, a batch is
+/// split across the cards and runs on all of them at once. Cards being
+/// recovered are left out while others are there.
+pub struct CardSet {
+    members: Vec<Arc<SupervisedCard>>,
+    /// Commands each member is running for us.
+    busy: Vec<AtomicUsize>,
+    /// Rotates the choice among equally busy members.
+    turn: AtomicUsize,
+}
+
+impl CardSet {
+    fn new(members: Vec<Arc<SupervisedCard>>) -> CardSet {
+        CardSet {
+            busy: members.iter().map(|_| AtomicUsize::new(0)).collect(),
+            members,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Member indices, least busy first; available members before the
+    /// others (which only fail fast or wait for their recovery).
+    fn by_load(&self) -> Vec<usize> {
+        let n = self.members.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        order.sort_by_key(|&i| {
+            (
+                !self.members[i].available(),
+                self.busy[i].load(Ordering::Relaxed),
+            )
+        });
+        order
+    }
+}
+
+impl CardPort for CardSet {
+    fn call(&self, request: &CardRequest) -> Result<CardResponse, CardFailure> {
+        let member = self.by_load()[0];
+        self.busy[member].fetch_add(1, Ordering::Relaxed);
+        let answer = self.members[member].call(request);
+        self.busy[member].fetch_sub(1, Ordering::Relaxed);
+        answer
+    }
+
+    fn call_batch(&self, requests: &[CardRequest]) -> Vec<Result<CardResponse, CardFailure>> {
+        let available = self.members.iter().filter(|m| m.available()).count();
+        let shares = available.max(1).min(requests.len());
+        if shares <= 1 {
+            let member = self.by_load()[0];
+            self.busy[member].fetch_add(requests.len(), Ordering::Relaxed);
+            let answers = self.members[member].call_batch(requests);
+            self.busy[member].fetch_sub(requests.len(), Ordering::Relaxed);
+            return answers;
+        }
+        // Contiguous, nearly equal shares, so the answers concatenate in
+        // request order.
+        let order = self.by_load();
+        let mut started = Vec::with_capacity(shares);
+        let mut from = 0;
+        for (k, &member) in order.iter().take(shares).enumerate() {
+            let len = (requests.len() - from) / (shares - k);
+            let share = &requests[from..from + len];
+            self.busy[member].fetch_add(len, Ordering::Relaxed);
+            started.push((member, share, self.members[member].submit_batch(share)));
+            from += len;
+        }
+        let mut answers = Vec::with_capacity(requests.len());
+        for (member, share, batch) in started {
+            answers.extend(self.members[member].finish_batch(batch, share));
+            self.busy[member].fetch_sub(share.len(), Ordering::Relaxed);
+        }
+        answers
+    }
+
+    fn info(&self) -> CardInfo {
+        self.members[0].info()
+    }
+
+    fn backend(&self) -> String {
+        format!("{} × {}", self.members.len(), self.members[0].backend())
     }
 }

@@ -54,8 +54,16 @@ pub enum CardConfig {
         socket: Option<PathBuf>,
         /// The `mesign-card-emu` executable (default: beside the daemon).
         exe: Option<PathBuf>,
+        /// How many emulated cards back this slot (default 1, at most
+        /// [`MAX_CARD_INSTANCES`]; spawned emulators only). They share the
+        /// state directory and so the master key, as the cards of one
+        /// cloning domain do, and the daemon spreads signing across them.
+        instances: Option<u32>,
     },
 }
+
+/// Most emulated cards behind one slot.
+pub const MAX_CARD_INSTANCES: u32 = 8;
 
 /// The settings in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,12 +231,14 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
             state_dir: None,
             socket: Some(s.clone()),
             exe: None,
+            instances: None,
         }],
         None => file.cards.unwrap_or_else(|| {
             vec![CardConfig::Emulator {
                 state_dir: None,
                 socket: None,
                 exe: None,
+                instances: None,
             }]
         }),
     };
@@ -237,6 +247,27 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
             setting: "cards",
             reason: "at least one card is needed",
         });
+    }
+    for card in &cards {
+        let CardConfig::Emulator {
+            socket, instances, ..
+        } = card;
+        match instances {
+            None => {}
+            Some(n) if !(1..=MAX_CARD_INSTANCES).contains(n) => {
+                return Err(ConfigError::Invalid {
+                    setting: "instances",
+                    reason: "must be between 1 and 8",
+                })
+            }
+            Some(n) if *n > 1 && socket.is_some() => {
+                return Err(ConfigError::Invalid {
+                    setting: "instances",
+                    reason: "only emulators the daemon spawns can have several instances",
+                })
+            }
+            Some(_) => {}
+        }
     }
     let defaults = PinPolicy::default();
     let pins = PinPolicy {
@@ -309,6 +340,39 @@ mod tests {
     }
 
     #[test]
+    fn card_instances_are_bounded_and_only_for_spawned_emulators() {
+        let parse = |text: &str| {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let f = flags(&["--state-dir", "/s", "--socket", "/k"]).unwrap();
+            resolve(file, &f, 0)
+        };
+        let ok = parse("[[cards]]\nbackend = \"emulator\"\ninstances = 2").unwrap();
+        assert!(matches!(
+            ok.cards[0],
+            CardConfig::Emulator {
+                instances: Some(2),
+                ..
+            }
+        ));
+        for bad in [
+            "[[cards]]\nbackend = \"emulator\"\ninstances = 0",
+            "[[cards]]\nbackend = \"emulator\"\ninstances = 9",
+            "[[cards]]\nbackend = \"emulator\"\nsocket = \"/s\"\ninstances = 2",
+        ] {
+            assert!(
+                matches!(
+                    parse(bad),
+                    Err(ConfigError::Invalid {
+                        setting: "instances",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
         let file: FileConfig = toml::from_str(
             "state_dir = \"/var/lib/x\"\nsocket = \"/run/x.sock\"\nmax_pin_attempts = 3\nsocket_mode = 0o600\n",
@@ -350,7 +414,8 @@ mod tests {
             vec![CardConfig::Emulator {
                 state_dir: None,
                 socket: None,
-                exe: None
+                exe: None,
+                instances: None,
             }]
         );
     }
@@ -419,7 +484,8 @@ mod tests {
             vec![CardConfig::Emulator {
                 state_dir: None,
                 socket: Some("/e".into()),
-                exe: None
+                exe: None,
+                instances: None,
             }]
         );
     }

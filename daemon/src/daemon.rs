@@ -74,10 +74,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let mut supervisors = Vec::new();
     let mut slots = Vec::new();
     for (index, card_config) in config.cards.iter().enumerate() {
-        let OpenedCard { port, supervisor } =
-            cards::open_card(index, card_config, &config.state_dir)
-                .map_err(|error| RunError::Card { index, error })?;
-        supervisors.push(supervisor);
+        let OpenedCard {
+            port,
+            supervisors: opened,
+        } = cards::open_card(index, card_config, &config.state_dir)
+            .map_err(|error| RunError::Card { index, error })?;
+        supervisors.extend(opened);
         let info = port.info();
         tracing::info!(slot = index, serial = %info.serial, model = %info.model, backend = %port.backend(), emulated = info.emulated, "card opened");
         let db = config

@@ -56,6 +56,10 @@ pub enum HsmError {
     MechanismParamInvalid,
     DataInvalid,
     DataLenRange(usize),
+    /// A ciphertext of this length is not one block for the key.
+    EncryptedDataLenRange(usize),
+    /// A ciphertext that does not decrypt (OAEP decoding failed).
+    EncryptedDataInvalid,
     /// The request contradicts itself (e.g. a sign scheme that does not fit
     /// the mechanism): a module bug rather than an application error.
     ArgumentsBad,
@@ -110,6 +114,8 @@ impl HsmError {
             HsmError::MechanismParamInvalid => CKR_MECHANISM_PARAM_INVALID,
             HsmError::DataInvalid => CKR_DATA_INVALID,
             HsmError::DataLenRange(_) => CKR_DATA_LEN_RANGE,
+            HsmError::EncryptedDataLenRange(_) => CKR_ENCRYPTED_DATA_LEN_RANGE,
+            HsmError::EncryptedDataInvalid => CKR_ENCRYPTED_DATA_INVALID,
             HsmError::ArgumentsBad => CKR_ARGUMENTS_BAD,
             HsmError::OperationNotInitialized => CKR_OPERATION_NOT_INITIALIZED,
             HsmError::ProtocolVersion(_) => CKR_DEVICE_ERROR,

@@ -18,13 +18,18 @@ use pci_driver_shim::command::{
     CardFault, CardRequest, CardResponse, KeyPolicy, SignScheme as CardScheme, MAX_RANDOM,
 };
 
+// RSA decryption requests; a child module so that it shares the session
+// and object checks below.
+#[path = "decrypt.rs"]
+mod decrypt;
+
 use crate::attributes::{self, AttrMap};
 use crate::audit::{Audit, Event, ObjectName, Role};
 use crate::card::{CardFailure, CardPort};
 use crate::commit::GroupCommit;
 use crate::error::HsmError;
 use crate::mechanisms;
-use crate::objects::{Object, ObjectTable, Owner, SESSION_OBJECT_BASE};
+use crate::objects::{self, Object, ObjectTable, Owner, SESSION_OBJECT_BASE};
 use crate::pin::{self, PinRecord};
 use crate::sessions::{AppKey, Apps, Login, SessionView};
 use crate::store::{CardKey, Edit, ObjectRecord, Store, StoreError, TokenRecord};
@@ -221,6 +226,23 @@ pub struct Hsm {
     next_session_object: AtomicU64,
 }
 
+/// One C_Sign as a connection received it.
+pub struct SignCall {
+    pub session: u64,
+    pub key: u64,
+    pub mechanism: u64,
+    pub scheme: SignScheme,
+    pub input: Vec<u8>,
+}
+
+/// A C_Sign that passed the daemon's checks, with its card command.
+struct PreparedSign {
+    slot_id: u64,
+    key: u64,
+    scheme: CardScheme,
+    request: CardRequest,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -313,11 +335,12 @@ impl Hsm {
             } => self
                 .login(app, session, user_type, &pin)
                 .map(|()| ReplyBody::Done),
-            RequestBody::Logout { session } => {
-                let view = self.view(app, session)?;
-                lock(&self.apps)
-                    .logout(app, view.slot)
-                    .map(|()| ReplyBody::Done)
+            RequestBody::Logout { session } => self.logout(app, session).map(|()| ReplyBody::Done),
+            RequestBody::DropContextLogin { session } => {
+                let mut apps = lock(&self.apps);
+                apps.view(app, session)?;
+                apps.take_context_login(app, session);
+                Ok(ReplyBody::Done)
             }
             RequestBody::CreateObject { session, template } => self
                 .create_object(app, session, &template)
@@ -373,8 +396,28 @@ impl Hsm {
                 mechanism,
                 scheme,
                 input,
+            } => {
+                let call = SignCall {
+                    session,
+                    key,
+                    mechanism,
+                    scheme,
+                    input,
+                };
+                let mut signed = self.sign_many(app, vec![call]);
+                signed
+                    .pop()
+                    .expect("one answer per call")
+                    .map(ReplyBody::Bytes)
+            }
+            RequestBody::Decrypt {
+                session,
+                key,
+                mechanism,
+                scheme,
+                input,
             } => self
-                .sign(app, session, key, mechanism, scheme, &input)
+                .decrypt(app, session, key, mechanism, &scheme, &input)
                 .map(ReplyBody::Bytes),
             RequestBody::GenerateRandom { session, len } => self
                 .generate_random(app, session, len)
@@ -669,6 +712,23 @@ impl Hsm {
         apps.grant_context_login(app, session)
     }
 
+    /// C_Logout: ends the application's login on the slot (with it the
+    /// generation its private handles carry) and destroys its private
+    /// session objects (PKCS#11 2.40 §5.6).
+    fn logout(&self, app: AppKey, session: u64) -> Result<(), HsmError> {
+        let view = self.view(app, session)?;
+        let slot = self.slot(view.slot)?;
+        // The application table stays locked until the objects are gone,
+        // so a login racing this one never sees them.
+        let mut apps = lock(&self.apps);
+        apps.logout(app, view.slot)?;
+        let mut state = slot.write();
+        for id in state.objects.private_owned_by_app(app) {
+            state.objects.remove(id);
+        }
+        Ok(())
+    }
+
     fn open_session(&self, app: AppKey, slot_id: u64, flags: u64) -> Result<u64, HsmError> {
         let slot = self.slot(slot_id)?;
         if flags & CKF_SERIAL_SESSION == 0 {
@@ -709,15 +769,35 @@ impl Hsm {
         (!object.is_private() || view.user()) && object.owner.is_none_or(|o| o.app == view.app)
     }
 
-    /// A copy of a visible object.
-    fn object(&self, view: &SessionView, handle: u64) -> Result<Object, HsmError> {
+    /// The id and object `handle` names for `view`: the object must be
+    /// visible, and a private object's handle must carry the generation of
+    /// the current login (handles from before a C_Logout stay invalid).
+    fn resolve<'a>(
+        objects: &'a ObjectTable,
+        view: &SessionView,
+        handle: u64,
+    ) -> Option<(u64, &'a Object)> {
+        let (id, generation) = objects::split_handle(handle);
+        let object = objects.get(id).filter(|o| Self::visible(view, o))?;
+        let current = if object.is_private() {
+            view.generation
+        } else {
+            0
+        };
+        (generation == current).then_some((id, object))
+    }
+
+    /// The handle under which `view` sees the object `id`.
+    fn handle_of(view: &SessionView, id: u64, object: &Object) -> u64 {
+        objects::handle(id, object, view.generation)
+    }
+
+    /// The id of a visible object and a copy of it.
+    fn object(&self, view: &SessionView, handle: u64) -> Result<(u64, Object), HsmError> {
         let slot = self.slot(view.slot)?;
         let state = slot.read();
-        state
-            .objects
-            .get(handle)
-            .filter(|o| Self::visible(view, o))
-            .cloned()
+        Self::resolve(&state.objects, view, handle)
+            .map(|(id, o)| (id, o.clone()))
             .ok_or(HsmError::ObjectHandleInvalid(handle))
     }
 
@@ -800,10 +880,11 @@ impl Hsm {
         Self::check_new_object(&view, &attrs)?;
         let slot = self.slot(view.slot)?;
         let token = attributes::flag(&attrs, CKA_TOKEN) == Some(true);
-        let handle = self.allocate(slot, token);
+        let id = self.allocate(slot, token);
         let object = self.new_object(&view, attrs, None);
-        let name = object_name(handle, &object);
-        self.store_objects(&view, vec![(handle, object)])?;
+        let name = object_name(id, &object);
+        let handle = Self::handle_of(&view, id, &object);
+        self.store_objects(&view, vec![(id, object)])?;
         if token {
             slot.audit(Some(app.pid), created(name));
         }
@@ -818,7 +899,7 @@ impl Hsm {
         template: &[Attribute],
     ) -> Result<u64, HsmError> {
         let view = self.view(app, session)?;
-        let source = self.object(&view, handle)?;
+        let (_, source) = self.object(&view, handle)?;
         if source.card_key.is_some() {
             // The card key's policy names its object id; a copy would need
             // the card to re-wrap it.
@@ -830,10 +911,11 @@ impl Hsm {
         Self::check_new_object(&view, &attrs)?;
         let slot = self.slot(view.slot)?;
         let token = attributes::flag(&attrs, CKA_TOKEN) == Some(true);
-        let new_handle = self.allocate(slot, token);
+        let id = self.allocate(slot, token);
         let object = self.new_object(&view, attrs, None);
-        let name = object_name(new_handle, &object);
-        self.store_objects(&view, vec![(new_handle, object)])?;
+        let name = object_name(id, &object);
+        let new_handle = Self::handle_of(&view, id, &object);
+        self.store_objects(&view, vec![(id, object)])?;
         if token {
             slot.audit(Some(app.pid), created(name));
         }
@@ -842,7 +924,7 @@ impl Hsm {
 
     fn destroy_object(&self, app: AppKey, session: u64, handle: u64) -> Result<(), HsmError> {
         let view = self.view(app, session)?;
-        let object = self.object(&view, handle)?;
+        let (id, object) = self.object(&view, handle)?;
         if object.is_token() && !view.rw {
             return Err(HsmError::SessionReadOnly);
         }
@@ -852,21 +934,21 @@ impl Hsm {
         let slot = self.slot(view.slot)?;
         if object.is_token() {
             slot.commit(TokenChange {
-                delete: vec![handle],
+                delete: vec![id],
                 ..TokenChange::default()
             })?;
-            let event = Event::ObjectDestroyed(object_name(handle, &object));
+            let event = Event::ObjectDestroyed(object_name(id, &object));
             slot.audit(Some(app.pid), event);
             Ok(())
         } else {
-            slot.write().objects.remove(handle);
+            slot.write().objects.remove(id);
             Ok(())
         }
     }
 
     fn object_size(&self, app: AppKey, session: u64, handle: u64) -> Result<u64, HsmError> {
         let view = self.view(app, session)?;
-        let object = self.object(&view, handle)?;
+        let (_, object) = self.object(&view, handle)?;
         Ok(record_of(&object).to_bytes().len() as u64)
     }
 
@@ -878,7 +960,7 @@ impl Hsm {
         types: &[u64],
     ) -> Result<Vec<AttributeValue>, HsmError> {
         let view = self.view(app, session)?;
-        let object = self.object(&view, handle)?;
+        let (_, object) = self.object(&view, handle)?;
         Ok(types
             .iter()
             .map(|&ty| attributes::read(&object.attrs, ty))
@@ -893,7 +975,7 @@ impl Hsm {
         template: &[Attribute],
     ) -> Result<(), HsmError> {
         let view = self.view(app, session)?;
-        let object = self.object(&view, handle)?;
+        let (id, object) = self.object(&view, handle)?;
         if object.is_token() && !view.rw {
             return Err(HsmError::SessionReadOnly);
         }
@@ -904,7 +986,7 @@ impl Hsm {
             object.card_key.is_some(),
             view.login == Some(Login::So),
         )?;
-        self.store_objects(&view, vec![(handle, Object { attrs, ..object })])
+        self.store_objects(&view, vec![(id, Object { attrs, ..object })])
     }
 
     fn find_objects(
@@ -917,7 +999,14 @@ impl Hsm {
         let template = attributes::parse_template(template)?;
         let slot = self.slot(view.slot)?;
         let state = slot.read();
-        Ok(state.objects.find(&template, |o| Self::visible(&view, o)))
+        let ids = state.objects.find(&template, |o| Self::visible(&view, o));
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| {
+                let object = state.objects.get(id)?;
+                Some(Self::handle_of(&view, id, object))
+            })
+            .collect())
     }
 
     fn generate_key_pair(
@@ -969,6 +1058,10 @@ impl Hsm {
             private: object_name(private_handle, &private_object),
             public: public_handle,
         });
+        let handles = (
+            Self::handle_of(&view, public_handle, &public_object),
+            Self::handle_of(&view, private_handle, &private_object),
+        );
         self.store_objects(
             &view,
             vec![
@@ -979,29 +1072,67 @@ impl Hsm {
         if let Some(event) = audited {
             slot.audit(Some(app.pid), event);
         }
-        Ok((public_handle, private_handle))
+        Ok(handles)
     }
 
-    fn sign(
-        &self,
-        app: AppKey,
-        session: u64,
-        key: u64,
-        mechanism: u64,
-        scheme: SignScheme,
-        input: &[u8],
-    ) -> Result<Vec<u8>, HsmError> {
+    /// Signs for several C_Sign calls of one application at once: each is
+    /// checked on its own, then the card gets the accepted ones of each
+    /// slot in one batch. Answers come back in the order of `calls`.
+    pub fn sign_many(&self, app: AppKey, calls: Vec<SignCall>) -> Vec<Result<Vec<u8>, HsmError>> {
+        let mut answers: Vec<Option<Result<Vec<u8>, HsmError>>> = Vec::with_capacity(calls.len());
+        let mut ready: Vec<(usize, PreparedSign)> = Vec::with_capacity(calls.len());
+        for (index, call) in calls.into_iter().enumerate() {
+            match self.prepare_sign(app, call) {
+                Ok(prepared) => {
+                    answers.push(None);
+                    ready.push((index, prepared));
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        while let Some((_, first)) = ready.first() {
+            let slot_id = first.slot_id;
+            let (batch, rest): (Vec<_>, Vec<_>) =
+                ready.into_iter().partition(|(_, p)| p.slot_id == slot_id);
+            ready = rest;
+            let Ok(slot) = self.slot(slot_id) else {
+                unreachable!("prepare_sign checked the slot")
+            };
+            let mut requests = Vec::with_capacity(batch.len());
+            let mut pending = Vec::with_capacity(batch.len());
+            for (index, prepared) in batch {
+                requests.push(prepared.request);
+                pending.push((index, prepared.key, prepared.scheme));
+            }
+            let signed = slot.card.call_batch(&requests);
+            for ((index, key, scheme), answer) in pending.into_iter().zip(signed) {
+                answers[index] = Some(Self::signed(slot, key, scheme, answer));
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every call was refused or sent to its card"))
+            .collect()
+    }
+
+    /// Checks one C_Sign against session, key and policy, and builds its
+    /// card command. Consumes a context-specific login the key needs.
+    fn prepare_sign(&self, app: AppKey, call: SignCall) -> Result<PreparedSign, HsmError> {
+        let SignCall {
+            session,
+            key,
+            mechanism,
+            scheme,
+            input,
+        } = call;
         let view = self.view(app, session)?;
         let slot = self.slot(view.slot)?;
-        let (card_key, scheme, always_authenticate) = {
+        let (card_key, scheme, always_authenticate, id) = {
             let state = slot.read();
             // A private key's handle is invalid while nobody is logged in,
             // as for every other call (C_Logout invalidates them).
-            let object = state
-                .objects
-                .get(key)
-                .filter(|o| Self::visible(&view, o))
-                .ok_or(HsmError::KeyHandleInvalid(key))?;
+            let (id, object) =
+                Self::resolve(&state.objects, &view, key).ok_or(HsmError::KeyHandleInvalid(key))?;
             match attributes::ulong(&object.attrs, CKA_CLASS) {
                 Some(CKO_PRIVATE_KEY) => {}
                 Some(CKO_PUBLIC_KEY | CKO_SECRET_KEY) => {
@@ -1024,20 +1155,34 @@ impl Hsm {
             let scheme =
                 mechanisms::sign_scheme(mechanism, scheme, card_key.policy.spec, input.len())?;
             let always = attributes::flag(&object.attrs, CKA_ALWAYS_AUTHENTICATE) == Some(true);
-            (card_key, scheme, always)
+            (card_key, scheme, always, id)
         };
         // Consumed before the card is asked, so that one PIN entry never
         // yields two signatures, whatever happens next.
         if always_authenticate && !lock(&self.apps).take_context_login(app, session) {
             return Err(HsmError::UserNotLoggedIn);
         }
-        let request = CardRequest::Sign {
-            blob: card_key.blob.clone(),
-            policy: card_key.policy.clone(),
+        Ok(PreparedSign {
+            slot_id: view.slot,
+            key: id,
             scheme,
-            input: input.to_vec(),
-        };
-        match slot.card.call(&request) {
+            request: CardRequest::Sign {
+                blob: card_key.blob.clone(),
+                policy: card_key.policy.clone(),
+                scheme,
+                input,
+            },
+        })
+    }
+
+    /// The caller's answer to a signature the card was asked for.
+    fn signed(
+        slot: &Slot,
+        key: u64,
+        scheme: CardScheme,
+        answer: Result<CardResponse, CardFailure>,
+    ) -> Result<Vec<u8>, HsmError> {
+        match answer {
             Ok(CardResponse::Bytes(signature)) => {
                 if let Some(audit) = &slot.audit {
                     // Counted in memory; the object is looked up again
@@ -1394,7 +1539,7 @@ mod tests {
         let ReplyBody::Object(token_obj) = ok(&h, APP, create(s, data(true, true))) else {
             panic!()
         };
-        assert!(token_obj < SESSION_OBJECT_BASE);
+        assert!(objects::split_handle(token_obj).0 < SESSION_OBJECT_BASE);
 
         // Another application sees neither the private token object nor our
         // session object, and cannot create private objects.
@@ -1482,7 +1627,7 @@ mod tests {
         let last = card.requests.lock().unwrap().last().cloned().unwrap();
         match last {
             CardRequest::Sign { policy, .. } => {
-                assert_eq!(policy.object_id, private);
+                assert_eq!(policy.object_id, objects::split_handle(private).0);
                 assert!(policy.sign && policy.sensitive && !policy.extractable);
             }
             other => panic!("{other:?}"),
@@ -1544,7 +1689,14 @@ mod tests {
         let (h, _) = hsm(dir.path());
         let s = ready(&h);
         let other = open(&h, APP, true);
-        let (_, key) = ec_pair(&h, s, vec![a(CKA_ALWAYS_AUTHENTICATE, bool_value(true))]);
+        let (_, key) = ec_pair(
+            &h,
+            s,
+            vec![
+                a(CKA_ALWAYS_AUTHENTICATE, bool_value(true)),
+                a(CKA_TOKEN, bool_value(true)),
+            ],
+        );
         let (_, plain) = ec_pair(&h, s, vec![]);
         let sign = |session, key| RequestBody::Sign {
             session,
@@ -1599,9 +1751,154 @@ mod tests {
         );
         assert_eq!(
             rv(&h, APP, sign(s, key)),
+            CKR_KEY_HANDLE_INVALID,
+            "a private handle from before the logout stays invalid"
+        );
+        let find = RequestBody::FindObjects {
+            session: s,
+            template: vec![a(CKA_ALWAYS_AUTHENTICATE, bool_value(true))],
+        };
+        let ReplyBody::Objects(found) = ok(&h, APP, find) else {
+            panic!()
+        };
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            rv(&h, APP, sign(s, found[0])),
             CKR_USER_NOT_LOGGED_IN,
             "logout dropped the unused grant"
         );
+        ok(&h, APP, context(s, b"1234"));
+        let drop = RequestBody::DropContextLogin { session: s };
+        ok(&h, APP, drop.clone());
+        assert_eq!(
+            rv(&h, APP, sign(s, found[0])),
+            CKR_USER_NOT_LOGGED_IN,
+            "the module dropped the grant of an operation that ended without it"
+        );
+        ok(&h, APP, drop);
+        assert_eq!(
+            rv(&h, OTHER, RequestBody::DropContextLogin { session: s }),
+            CKR_SESSION_HANDLE_INVALID
+        );
+    }
+
+    #[test]
+    fn private_handles_die_at_logout_and_objects_come_back_under_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = hsm(dir.path());
+        let s = ready(&h);
+        let (public, private) = ec_pair(&h, s, vec![a(CKA_TOKEN, bool_value(true))]);
+        let data = |token: bool| RequestBody::CreateObject {
+            session: s,
+            template: vec![
+                a(CKA_CLASS, ulong_value(CKO_DATA)),
+                a(CKA_TOKEN, bool_value(token)),
+                a(CKA_PRIVATE, bool_value(true)),
+                a(CKA_LABEL, b"relogin".to_vec()),
+            ],
+        };
+        let ReplyBody::Object(token_data) = ok(&h, APP, data(true)) else {
+            panic!()
+        };
+        let ReplyBody::Object(session_data) = ok(&h, APP, data(false)) else {
+            panic!()
+        };
+        let get = |object| RequestBody::GetAttributes {
+            session: s,
+            object,
+            types: vec![CKA_LABEL],
+        };
+        let sign = |key| RequestBody::Sign {
+            session: s,
+            key,
+            mechanism: CKM_ECDSA,
+            scheme: SignScheme::Ecdsa,
+            input: vec![3; 32],
+        };
+        let find = |template: Vec<Attribute>| match ok(
+            &h,
+            APP,
+            RequestBody::FindObjects {
+                session: s,
+                template,
+            },
+        ) {
+            ReplyBody::Objects(found) => found,
+            other => panic!("{other:?}"),
+        };
+        let login = RequestBody::Login {
+            session: s,
+            user_type: CKU_USER,
+            pin: b"1234".to_vec(),
+        };
+        // Handles found are the handles handed out at creation.
+        assert_eq!(
+            find(vec![a(CKA_LABEL, b"relogin".to_vec())]),
+            vec![token_data, session_data]
+        );
+        ok(&h, APP, sign(private));
+
+        ok(&h, APP, RequestBody::Logout { session: s });
+        ok(&h, APP, login.clone());
+        for object in [private, token_data, session_data] {
+            assert_eq!(rv(&h, APP, get(object)), CKR_OBJECT_HANDLE_INVALID);
+        }
+        assert_eq!(rv(&h, APP, sign(private)), CKR_KEY_HANDLE_INVALID);
+        assert_eq!(
+            rv(
+                &h,
+                APP,
+                RequestBody::DestroyObject {
+                    session: s,
+                    object: token_data
+                }
+            ),
+            CKR_OBJECT_HANDLE_INVALID
+        );
+        // Public handles are untouched; the private session object is gone
+        // for good; the token objects are found under new handles that work.
+        ok(&h, APP, get(public));
+        let again = find(vec![a(CKA_LABEL, b"relogin".to_vec())]);
+        assert_eq!(again.len(), 1, "the private session object was destroyed");
+        assert_ne!(again[0], token_data);
+        assert_eq!(
+            objects::split_handle(again[0]).0,
+            objects::split_handle(token_data).0
+        );
+        ok(&h, APP, get(again[0]));
+        let key = find(vec![a(CKA_CLASS, ulong_value(CKO_PRIVATE_KEY))]);
+        assert_eq!(key.len(), 1);
+        ok(&h, APP, sign(key[0]));
+        // Another application's login has its own generation.
+        let theirs = open(&h, OTHER, true);
+        let their_login = RequestBody::Login {
+            session: theirs,
+            user_type: CKU_USER,
+            pin: b"1234".to_vec(),
+        };
+        ok(&h, OTHER, their_login);
+        let get_theirs = RequestBody::GetAttributes {
+            session: theirs,
+            object: key[0],
+            types: vec![CKA_LABEL],
+        };
+        assert_eq!(rv(&h, OTHER, get_theirs), CKR_OBJECT_HANDLE_INVALID);
+
+        // Closing the last session ends the login just as C_Logout does.
+        ok(&h, APP, RequestBody::CloseSession { session: s });
+        let s = open(&h, APP, true);
+        let login = RequestBody::Login {
+            session: s,
+            user_type: CKU_USER,
+            pin: b"1234".to_vec(),
+        };
+        ok(&h, APP, login);
+        let stale = RequestBody::GetAttributes {
+            session: s,
+            object: key[0],
+            types: vec![CKA_LABEL],
+        };
+        assert_eq!(rv(&h, APP, stale), CKR_OBJECT_HANDLE_INVALID);
     }
 
     #[test]
@@ -1636,7 +1933,7 @@ mod tests {
                 pin: b"9999".to_vec(),
             };
             assert_eq!(rv(&h, APP, wrong), CKR_PIN_INCORRECT);
-            (private, CKF_USER_PIN_COUNT_LOW)
+            (objects::split_handle(private).0, CKF_USER_PIN_COUNT_LOW)
         };
         let (h, _) = hsm(dir.path());
         h.connect(APP);
@@ -1666,9 +1963,20 @@ mod tests {
             0,
             "a correct PIN resets the counter"
         );
+        // A private handle lives as long as the login it was found under;
+        // the key itself is found again.
+        let find = RequestBody::FindObjects {
+            session: s,
+            template: vec![a(CKA_CLASS, ulong_value(CKO_PRIVATE_KEY))],
+        };
+        let ReplyBody::Objects(found) = ok(&h, APP, find) else {
+            panic!()
+        };
+        assert_eq!(found.len(), 1);
+        assert_eq!(objects::split_handle(found[0]).0, private);
         let get = RequestBody::GetAttributes {
             session: s,
-            object: private,
+            object: found[0],
             types: vec![CKA_VALUE, CKA_SIGN],
         };
         assert_eq!(

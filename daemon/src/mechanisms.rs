@@ -1,8 +1,9 @@
-//! The mechanisms the daemon offers and the rules tying a signing mechanism
-//! to the scheme the module sends and to the key it uses.
+//! The mechanisms the daemon offers and the rules tying a signing or
+//! decryption mechanism to the scheme the module sends and to the key it
+//! uses.
 
 use cryptoki_sys::*;
-use mesign_proto::{HashAlg, MechanismInfo, SignScheme};
+use mesign_proto::{DecryptScheme, HashAlg, MechanismInfo, SignScheme};
 use pci_driver_shim::command::{self as card, KeySpec};
 
 use crate::error::HsmError;
@@ -18,6 +19,9 @@ pub fn mechanism_list() -> Vec<MechanismInfo> {
         flags,
     };
     let rsa_sign = CKF_SIGN | CKF_VERIFY | CKF_HW;
+    // Encryption runs in the module with the public key, decryption on
+    // the card; CKM_RSA_PKCS does both kinds of work.
+    let rsa_crypt = CKF_ENCRYPT | CKF_DECRYPT | CKF_HW;
     let ec_sign = CKF_SIGN | CKF_VERIFY | CKF_HW | EC_FLAGS;
     vec![
         info(
@@ -32,7 +36,8 @@ pub fn mechanism_list() -> Vec<MechanismInfo> {
             521,
             CKF_GENERATE_KEY_PAIR | CKF_HW | EC_FLAGS,
         ),
-        info(CKM_RSA_PKCS, 2048, 4096, rsa_sign),
+        info(CKM_RSA_PKCS, 2048, 4096, rsa_sign | rsa_crypt),
+        info(CKM_RSA_PKCS_OAEP, 2048, 4096, rsa_crypt),
         info(CKM_RSA_PKCS_PSS, 2048, 4096, rsa_sign),
         info(CKM_SHA256_RSA_PKCS, 2048, 4096, rsa_sign),
         info(CKM_SHA384_RSA_PKCS, 2048, 4096, rsa_sign),
@@ -152,6 +157,50 @@ pub fn sign_scheme(
     }
 }
 
+/// Checks that `scheme` fits decrypting with `mechanism` and a key of
+/// `spec`, that the ciphertext is one block, and that the card can do the
+/// OAEP variant (MGF1 over the label hash, SHA-1 or SHA-256/384/512: what
+/// aws-lc-rs offers); returns the card's scheme.
+pub fn decrypt_scheme(
+    mechanism: u64,
+    scheme: &DecryptScheme,
+    spec: KeySpec,
+    input_len: usize,
+) -> Result<card::DecryptScheme, HsmError> {
+    if !matches!(mechanism, CKM_RSA_PKCS | CKM_RSA_PKCS_OAEP) {
+        return Err(HsmError::MechanismInvalid(mechanism));
+    }
+    let KeySpec::Rsa { bits } = spec else {
+        return Err(HsmError::KeyTypeInconsistent);
+    };
+    let card_scheme = match (mechanism, scheme) {
+        (CKM_RSA_PKCS, DecryptScheme::RsaPkcs1) => card::DecryptScheme::RsaPkcs1,
+        (
+            CKM_RSA_PKCS_OAEP,
+            DecryptScheme::RsaOaep {
+                hash,
+                mgf_hash,
+                label,
+            },
+        ) => {
+            if hash != mgf_hash || matches!(hash, HashAlg::Sha224) {
+                return Err(HsmError::MechanismParamInvalid);
+            }
+            card::DecryptScheme::RsaOaep {
+                hash: card_hash(*hash),
+                mgf_hash: card_hash(*mgf_hash),
+                label: label.clone(),
+            }
+        }
+        // The module sent a scheme that does not belong to the mechanism.
+        _ => return Err(HsmError::ArgumentsBad),
+    };
+    if input_len != bits as usize / 8 {
+        return Err(HsmError::EncryptedDataLenRange(input_len));
+    }
+    Ok(card_scheme)
+}
+
 fn card_hash(hash: HashAlg) -> card::Hash {
     match hash {
         HashAlg::Sha1 => card::Hash::Sha1,
@@ -265,6 +314,75 @@ mod tests {
             rv(sign_scheme(CKM_RSA_PKCS_PSS, big_salt, RSA, 32)),
             CKR_MECHANISM_PARAM_INVALID
         );
+    }
+
+    #[test]
+    fn decrypt_schemes_are_checked_against_mechanism_key_and_length() {
+        let oaep = |hash, mgf_hash| DecryptScheme::RsaOaep {
+            hash,
+            mgf_hash,
+            label: b"l".to_vec(),
+        };
+        let pkcs1 = DecryptScheme::RsaPkcs1;
+        assert_eq!(
+            decrypt_scheme(CKM_RSA_PKCS, &pkcs1, RSA, 256).unwrap(),
+            card::DecryptScheme::RsaPkcs1
+        );
+        assert_eq!(
+            decrypt_scheme(
+                CKM_RSA_PKCS_OAEP,
+                &oaep(HashAlg::Sha384, HashAlg::Sha384),
+                RSA,
+                256
+            )
+            .unwrap(),
+            card::DecryptScheme::RsaOaep {
+                hash: card::Hash::Sha384,
+                mgf_hash: card::Hash::Sha384,
+                label: b"l".to_vec()
+            }
+        );
+        let code = |r: Result<card::DecryptScheme, HsmError>| r.unwrap_err().rv();
+        for (hash, mgf) in [
+            (HashAlg::Sha224, HashAlg::Sha224),
+            (HashAlg::Sha256, HashAlg::Sha1),
+        ] {
+            assert_eq!(
+                code(decrypt_scheme(
+                    CKM_RSA_PKCS_OAEP,
+                    &oaep(hash, mgf),
+                    RSA,
+                    256
+                )),
+                CKR_MECHANISM_PARAM_INVALID
+            );
+        }
+        assert_eq!(
+            code(decrypt_scheme(CKM_RSA_PKCS, &pkcs1, RSA, 255)),
+            CKR_ENCRYPTED_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            code(decrypt_scheme(CKM_RSA_PKCS, &pkcs1, EC, 64)),
+            CKR_KEY_TYPE_INCONSISTENT
+        );
+        assert_eq!(
+            code(decrypt_scheme(CKM_RSA_PKCS_OAEP, &pkcs1, RSA, 256)),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            code(decrypt_scheme(CKM_ECDSA, &pkcs1, RSA, 256)),
+            CKR_MECHANISM_INVALID
+        );
+        let list = mechanism_list();
+        let oaep_info = list
+            .iter()
+            .find(|i| i.mechanism == CKM_RSA_PKCS_OAEP)
+            .unwrap();
+        assert_eq!(
+            oaep_info.flags & (CKF_ENCRYPT | CKF_DECRYPT),
+            CKF_ENCRYPT | CKF_DECRYPT
+        );
+        assert_eq!(oaep_info.flags & CKF_SIGN, 0);
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //! from it at start and updated after every committed change, so searches
 //! and signatures never touch the disk. Token and session objects live here
 //! side by side; session objects carry their owning session.
+//!
+//! A handle is what an application sees: a public object's handle is its
+//! id; a private object's handle also carries, above the id bits, the
+//! generation of the login it was handed out under, so that it stops
+//! working at C_Logout and stays dead after the next C_Login (PKCS#11 2.40
+//! §5.6). CKA_PRIVATE never changes after creation, so neither does the
+//! kind of handle an object has.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +24,30 @@ use crate::store::CardKey;
 /// First handle of session objects: handles at and above it are never
 /// stored, so they cannot collide with token object ids.
 pub const SESSION_OBJECT_BASE: u64 = 1 << 40;
+
+/// Bits of a handle that hold the object id: token ids count up from 1 and
+/// session objects from [`SESSION_OBJECT_BASE`], so both stay below 2^41
+/// for any daemon lifetime.
+const ID_BITS: u32 = 41;
+
+/// How many login generations a handle can tell apart (2^23, over 8
+/// million logins daemon-wide before a number comes round again).
+pub const LOGIN_GENERATIONS: u64 = 1 << (64 - ID_BITS);
+
+/// The handle under which a session logged in with `generation` sees the
+/// object `id`.
+pub fn handle(id: u64, object: &Object, generation: u64) -> u64 {
+    if object.is_private() {
+        id | (generation << ID_BITS)
+    } else {
+        id
+    }
+}
+
+/// Splits a handle into (object id, login generation).
+pub fn split_handle(handle: u64) -> (u64, u64) {
+    (handle & ((1 << ID_BITS) - 1), handle >> ID_BITS)
+}
 
 /// One object.
 #[derive(Debug, Clone)]
@@ -112,6 +143,16 @@ impl ObjectTable {
         self.objects
             .iter()
             .filter(|(_, o)| o.owner.is_some_and(|w| w.session == session))
+            .map(|(&h, _)| h)
+            .collect()
+    }
+
+    /// Ids of the private session objects `app` owns: C_Logout destroys
+    /// them (PKCS#11 2.40 §5.6).
+    pub fn private_owned_by_app(&self, app: AppKey) -> Vec<u64> {
+        self.objects
+            .iter()
+            .filter(|(_, o)| o.is_private() && o.owner.is_some_and(|w| w.app == app))
             .map(|(&h, _)| h)
             .collect()
     }
@@ -237,6 +278,23 @@ mod tests {
         assert!(table.remove(1).is_none());
         assert!(table.is_empty());
         assert!(table.by_class.is_empty() && table.by_id.is_empty() && table.by_label.is_empty());
+    }
+
+    #[test]
+    fn private_handles_carry_the_generation_and_public_ones_do_not() {
+        let private = object(CKO_PRIVATE_KEY, b"a", b"k", true);
+        let public = object(CKO_PUBLIC_KEY, b"a", b"k", false);
+        let top = LOGIN_GENERATIONS - 1;
+        for id in [1, SESSION_OBJECT_BASE + 5] {
+            assert_eq!(handle(id, &public, 7), id);
+            assert_eq!(split_handle(handle(id, &public, 7)), (id, 0));
+            for generation in [1, 2, top] {
+                let h = handle(id, &private, generation);
+                assert_ne!(h, id);
+                assert_eq!(split_handle(h), (id, generation));
+            }
+            assert_ne!(handle(id, &private, 1), handle(id, &private, 2));
+        }
     }
 
     #[test]

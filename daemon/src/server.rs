@@ -30,7 +30,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::config::Limits;
 use crate::error::HsmError;
-use crate::hsm::Hsm;
+use crate::hsm::{Hsm, SignCall};
 use crate::sessions::AppKey;
 
 /// Buffers above this size are released after the frame that needed them.
@@ -156,63 +156,200 @@ pub fn serve_buffer(hsm: &Hsm, pid: i32, input: &[u8], replies: &mut Vec<u8>) {
     }
 }
 
+/// The most requests answered as one batch.
+const MAX_BATCH: usize = 64;
+
+/// Where a connection's frames come from: a reader that can tell whether
+/// another whole frame is already at hand, so that reading it cannot block.
+trait FrameSource: Read {
+    fn frame_buffered(&self) -> bool;
+}
+
+impl FrameSource for BufReader<&UnixStream> {
+    fn frame_buffered(&self) -> bool {
+        whole_frame(self.buffer())
+    }
+}
+
+impl FrameSource for &[u8] {
+    fn frame_buffered(&self) -> bool {
+        whole_frame(self)
+    }
+}
+
+/// True when `buf` starts with a whole frame, or with a length prefix that
+/// reading refuses at once.
+fn whole_frame(buf: &[u8]) -> bool {
+    let Some((prefix, body)) = buf.split_first_chunk::<4>() else {
+        return false;
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    len > mesign_proto::MAX_FRAME || body.len() >= len
+}
+
+/// A frame read from the connection.
+enum Incoming {
+    Request(Request),
+    /// The peer broke the protocol: this is its last answer.
+    Fatal(Reply),
+}
+
 /// Reads frames until the peer hangs up or breaks the protocol, answering
 /// each; `greeted` runs once after Hello and closes the connection if it
 /// returns false.
+///
+/// A client that pipelines (the module does, for C_Sign from many threads)
+/// has several requests buffered by the time one is read: all of them are
+/// taken as one batch, their signatures go to the card together, and their
+/// replies leave in one write.
 fn serve_frames(
     hsm: &Hsm,
-    mut reader: impl Read,
+    mut reader: impl FrameSource,
     mut writer: impl Write,
     pid: i32,
     app: &mut Option<AppKey>,
     mut greeted: impl FnMut() -> bool,
 ) {
     let mut body = Vec::new();
-    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    let mut batch = Vec::new();
     loop {
-        match mesign_proto::read_frame(&mut reader, &mut body) {
+        let closing = read_batch(&mut reader, &mut body, pid, &mut batch);
+        if body.capacity() > KEEP_BUFFER {
+            body = Vec::new();
+        }
+        let (replies, keep_open) = answer_batch(hsm, pid, app, &mut batch, &mut greeted);
+        let mut written = Ok(());
+        for reply in &replies {
+            written =
+                written.and_then(|()| mesign_proto::write_frame(&mut writer, reply, &mut scratch));
+        }
+        let written = written.and_then(|()| writer.flush());
+        if scratch.capacity() > KEEP_BUFFER {
+            scratch = Vec::new();
+        }
+        if closing || written.is_err() || !keep_open {
+            return;
+        }
+    }
+}
+
+/// Reads one frame, blocking, then every whole frame already buffered, into
+/// `batch`; true when the connection is to close after answering them.
+fn read_batch(
+    reader: &mut impl FrameSource,
+    body: &mut Vec<u8>,
+    pid: i32,
+    batch: &mut Vec<Incoming>,
+) -> bool {
+    loop {
+        match mesign_proto::read_frame(reader, body) {
             Ok(_) => {}
-            Err(FrameError::Io(_)) => return,
             Err(FrameError::TooLarge(len)) => {
                 tracing::warn!(pid, len, "oversize frame; closing");
-                return;
+                return true;
             }
-            Err(FrameError::Malformed(_)) => return,
+            Err(FrameError::Io(_) | FrameError::Malformed(_)) => return true,
         }
-        let (reply, keep_open) = match mesign_proto::decode_frame_body::<Request>(&body) {
+        let incoming = match mesign_proto::decode_frame_body::<Request>(body) {
             Err(e) => {
                 tracing::warn!(pid, error = %e, "malformed frame; closing");
-                (error_reply(0, &HsmError::ProtocolOrder), false)
+                Incoming::Fatal(error_reply(0, &HsmError::ProtocolOrder))
             }
             Ok(request) if request.version != PROTOCOL_VERSION => {
-                let e = HsmError::ProtocolVersion(request.version);
                 tracing::warn!(
                     pid,
                     version = request.version,
                     "wrong protocol version; closing"
                 );
-                (error_reply(request.id, &e), false)
+                let e = HsmError::ProtocolVersion(request.version);
+                Incoming::Fatal(error_reply(request.id, &e))
             }
-            Ok(request) => {
-                let was_greeted = app.is_some();
-                let reply = answer(hsm, pid, app, request);
-                if !was_greeted && app.is_some() && !greeted() {
-                    return;
-                }
-                (reply, true)
+            Ok(request) => Incoming::Request(request),
+        };
+        let fatal = matches!(incoming, Incoming::Fatal(_));
+        batch.push(incoming);
+        if fatal || batch.len() >= MAX_BATCH || !reader.frame_buffered() {
+            return fatal;
+        }
+    }
+}
+
+/// Answers a batch in order (draining it); consecutive signatures are
+/// signed together. False when the connection is to close.
+fn answer_batch(
+    hsm: &Hsm,
+    pid: i32,
+    app: &mut Option<AppKey>,
+    batch: &mut Vec<Incoming>,
+    greeted: &mut impl FnMut() -> bool,
+) -> (Vec<Reply>, bool) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut signs = Vec::new();
+    for incoming in batch.drain(..) {
+        let request = match incoming {
+            Incoming::Request(request) => request,
+            Incoming::Fatal(reply) => {
+                answer_signs(hsm, pid, *app, &mut signs, &mut replies);
+                replies.push(reply);
+                return (replies, false);
             }
         };
-        if body.capacity() > KEEP_BUFFER {
-            body = Vec::new();
+        match (*app, request.body) {
+            (
+                Some(_),
+                RequestBody::Sign {
+                    session,
+                    key,
+                    mechanism,
+                    scheme,
+                    input,
+                },
+            ) => signs.push((
+                request.id,
+                SignCall {
+                    session,
+                    key,
+                    mechanism,
+                    scheme,
+                    input,
+                },
+            )),
+            (_, body) => {
+                answer_signs(hsm, pid, *app, &mut signs, &mut replies);
+                let was_greeted = app.is_some();
+                let request = Request { body, ..request };
+                replies.push(answer(hsm, pid, app, request));
+                if !was_greeted && app.is_some() && !greeted() {
+                    return (replies, false);
+                }
+            }
         }
-        let written =
-            mesign_proto::write_frame(&mut writer, &reply, &mut out).and_then(|()| writer.flush());
-        if out.capacity() > KEEP_BUFFER {
-            out = Vec::new();
-        }
-        if written.is_err() || !keep_open {
-            return;
-        }
+    }
+    answer_signs(hsm, pid, *app, &mut signs, &mut replies);
+    (replies, true)
+}
+
+/// Signs the collected C_Sign requests (draining them) as one batch.
+fn answer_signs(
+    hsm: &Hsm,
+    pid: i32,
+    app: Option<AppKey>,
+    signs: &mut Vec<(u64, SignCall)>,
+    replies: &mut Vec<Reply>,
+) {
+    let Some(key) = app else {
+        return;
+    };
+    if signs.is_empty() {
+        return;
+    }
+    let (ids, calls): (Vec<u64>, Vec<SignCall>) = signs.drain(..).unzip();
+    // A bug in one handler must not take the daemon down.
+    let results = catch_unwind(AssertUnwindSafe(|| hsm.sign_many(key, calls)))
+        .unwrap_or_else(|_| ids.iter().map(|_| Err(HsmError::Internal)).collect());
+    for (id, result) in ids.into_iter().zip(results) {
+        replies.push(reply(pid, id, result.map(ReplyBody::Bytes)));
     }
 }
 
@@ -236,6 +373,10 @@ fn answer(hsm: &Hsm, pid: i32, app: &mut Option<AppKey>, request: Request) -> Re
                 .unwrap_or(Err(HsmError::Internal))
         }
     };
+    reply(pid, id, result)
+}
+
+fn reply(pid: i32, id: u64, result: Result<ReplyBody, HsmError>) -> Reply {
     match result {
         Ok(body) => Reply {
             id,

@@ -5,15 +5,22 @@
 //! ends when its last connection closes or when it closes its last session
 //! on the slot (PKCS#11 2.40 §5.6: closing all sessions logs out).
 //!
+//! Every login gets a fresh generation number, which the handles of
+//! private objects carry (see [`crate::objects::handle`]): a handle obtained
+//! before a C_Logout stays invalid after the next C_Login (PKCS#11 2.40
+//! §5.6), while the object itself is found again under a new handle.
+//!
 //! A session may also hold one context-specific authorisation
 //! (CKU_CONTEXT_SPECIFIC): granted by a correct user PIN, consumed by the
-//! next use of a CKA_ALWAYS_AUTHENTICATE key, dropped at logout.
+//! next use of a CKA_ALWAYS_AUTHENTICATE key, dropped at logout and when the
+//! module reports that the operation it was granted for ended without one.
 
 use std::collections::HashMap;
 
 use cryptoki_sys::*;
 
 use crate::error::HsmError;
+use crate::objects::LOGIN_GENERATIONS;
 
 /// Names an application: the peer's process id and the number its module
 /// picked at C_Initialize.
@@ -48,6 +55,8 @@ pub struct SessionView {
     pub slot: u64,
     pub rw: bool,
     pub login: Option<Login>,
+    /// The current login's generation; 0 while nobody is logged in.
+    pub generation: u64,
 }
 
 impl SessionView {
@@ -68,10 +77,17 @@ impl SessionView {
     }
 }
 
+/// One login of an application on a slot.
+#[derive(Debug, Clone, Copy)]
+struct LoginState {
+    who: Login,
+    generation: u64,
+}
+
 #[derive(Debug, Default)]
 struct App {
     connections: usize,
-    logins: HashMap<u64, Login>,
+    logins: HashMap<u64, LoginState>,
 }
 
 /// Every application and session.
@@ -80,16 +96,41 @@ pub struct Apps {
     apps: HashMap<AppKey, App>,
     sessions: HashMap<u64, Session>,
     next_session: u64,
+    /// Logins so far, over all applications: generations are daemon-wide
+    /// so that an application that reconnects under the same key never
+    /// meets its old generation again (until the counter wraps).
+    logins_so_far: u64,
 }
 
 impl Default for Apps {
     fn default() -> Self {
+        let offset = start_offset();
         Apps {
             apps: HashMap::new(),
             sessions: HashMap::new(),
-            next_session: 1,
+            next_session: 1 + offset,
+            logins_so_far: offset,
         }
     }
+}
+
+/// Where a daemon start begins numbering sessions and logins: a random
+/// offset below 2^31, so that a host's session handle or private object
+/// handle from before a restart does not name something new (session
+/// handles stay within 32 bits, for hosts that keep them in an `int`).
+/// Fuzzing builds start at 0 so that committed seeds keep naming their
+/// sessions.
+fn start_offset() -> u64 {
+    if cfg!(feature = "fuzzing") {
+        return 0;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    // The standard library keys every RandomState from the OS's random
+    // source; this needs no secrecy, only a different start each time.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    random % (1 << 31)
 }
 
 impl Apps {
@@ -129,17 +170,23 @@ impl Apps {
             .get(&handle)
             .filter(|s| s.app == app)
             .ok_or(HsmError::SessionHandleInvalid(handle))?;
+        let login = self.login_state(app, s.slot);
         Ok(SessionView {
             handle,
             app,
             slot: s.slot,
             rw: s.rw,
-            login: self.login(app, s.slot),
+            login: login.map(|l| l.who),
+            generation: login.map_or(0, |l| l.generation),
         })
     }
 
     /// Who `app` is logged in as on `slot`.
     pub fn login(&self, app: AppKey, slot: u64) -> Option<Login> {
+        self.login_state(app, slot).map(|l| l.who)
+    }
+
+    fn login_state(&self, app: AppKey, slot: u64) -> Option<LoginState> {
         self.apps
             .get(&app)
             .and_then(|a| a.logins.get(&slot).copied())
@@ -219,10 +266,13 @@ impl Apps {
         Ok(())
     }
 
-    /// Records a login (if the application still exists).
+    /// Records a login (if the application still exists) under a new
+    /// generation, never 0.
     pub fn set_login(&mut self, app: AppKey, slot: u64, who: Login) {
         if let Some(a) = self.apps.get_mut(&app) {
-            a.logins.insert(slot, who);
+            let generation = 1 + self.logins_so_far % (LOGIN_GENERATIONS - 1);
+            self.logins_so_far += 1;
+            a.logins.insert(slot, LoginState { who, generation });
         }
     }
 
@@ -252,6 +302,7 @@ impl Apps {
     }
 
     /// Consumes the session's context-specific login; true if it had one.
+    /// Also how an unused one is dropped when its operation ended.
     pub fn take_context_login(&mut self, app: AppKey, handle: u64) -> bool {
         self.sessions
             .get_mut(&handle)
@@ -342,6 +393,38 @@ mod tests {
         apps.grant_context_login(A, s).unwrap();
         apps.logout(A, 0).unwrap();
         assert!(!apps.take_context_login(A, s), "logout drops it");
+    }
+
+    #[test]
+    fn every_login_has_a_generation_of_its_own() {
+        let mut apps = Apps::default();
+        apps.connect(A);
+        apps.connect(B);
+        let s = apps.open(A, 0, true).unwrap();
+        let t = apps.open(B, 0, true).unwrap();
+        assert_eq!(apps.view(A, s).unwrap().generation, 0, "not logged in");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            apps.set_login(A, 0, Login::User);
+            apps.set_login(B, 0, Login::User);
+            let (mine, theirs) = (apps.view(A, s).unwrap(), apps.view(B, t).unwrap());
+            assert!(mine.generation != 0 && mine.generation != theirs.generation);
+            assert!(
+                !seen.contains(&mine.generation),
+                "a login's generation came back"
+            );
+            seen.push(mine.generation);
+            apps.logout(A, 0).unwrap();
+            apps.logout(B, 0).unwrap();
+            assert_eq!(apps.view(A, s).unwrap().generation, 0);
+        }
+        // Ending the login by closing the last session ends its generation too.
+        apps.set_login(A, 0, Login::User);
+        seen.push(apps.view(A, s).unwrap().generation);
+        apps.close(A, s).unwrap();
+        let s = apps.open(A, 0, true).unwrap();
+        apps.set_login(A, 0, Login::User);
+        assert!(!seen.contains(&apps.view(A, s).unwrap().generation));
     }
 
     #[test]

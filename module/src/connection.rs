@@ -1,17 +1,20 @@
-//! The pool of connections to the daemon.
+//! The connections to the daemon.
 //!
-//! Each call borrows an idle connection (or opens one and says `Hello` with
-//! the application id), sends one request, reads one reply and puts the
-//! connection back, so threads run concurrently on separate connections. A
-//! connection that fails is dropped; the daemon forgets the application
-//! when its last connection closes, which is why idle connections are kept
-//! open while the library is initialised.
+//! Most calls borrow an idle connection from a pool (or open one and say
+//! `Hello` with the application id), send one request, read one reply and
+//! put the connection back, so threads run concurrently on separate
+//! connections. Signing, the call that comes by the thousand, goes instead
+//! through one shared connection on which every thread's requests are
+//! pipelined (see [`crate::pipeline`]), so that the daemon takes them in
+//! batches. A connection that fails is dropped; the daemon forgets the
+//! application when its last connection closes, which is why idle
+//! connections are kept open while the library is initialised.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use mesign_proto::{
     decode_frame_body, encode_frame, read_frame, Reply, ReplyBody, ReplyResult, Request,
@@ -20,12 +23,14 @@ use mesign_proto::{
 use zeroize::Zeroize;
 
 use crate::error::Error;
+use crate::pipeline::Pipe;
 
 /// The way to the daemon for one initialised library instance.
 pub(crate) struct Daemon {
     path: PathBuf,
     app: u64,
     idle: Mutex<Vec<Connection>>,
+    pipe: Mutex<Option<Arc<Pipe>>>,
     next_id: AtomicU64,
 }
 
@@ -40,6 +45,7 @@ impl Daemon {
             path,
             app,
             idle: Mutex::new(Vec::new()),
+            pipe: Mutex::new(None),
             next_id: AtomicU64::new(1),
         }
     }
@@ -67,6 +73,38 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::call`] through the shared pipelined connection, for
+    /// requests that carry no secret and are answered quickly (a slow one
+    /// would hold up the replies queued behind it).
+    pub(crate) fn call_pipelined(&self, body: RequestBody) -> Result<ReplyBody, Error> {
+        debug_assert!(!carries_secret(&body), "secrets go through the pool");
+        let pipe = self.pipe()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let result = pipe.call(id, body);
+        if result.is_err() {
+            // The next call opens a fresh pipe.
+            let mut current = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &pipe)) {
+                *current = None;
+            }
+        }
+        match result? {
+            ReplyResult::Ok(b) => Ok(b),
+            ReplyResult::Err(rv) => Err(Error::Daemon(rv)),
+        }
+    }
+
+    /// The shared pipe, opened on first use or after the last one broke.
+    fn pipe(&self) -> Result<Arc<Pipe>, Error> {
+        let mut current = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pipe) = current.as_ref().filter(|p| !p.is_broken()) {
+            return Ok(Arc::clone(pipe));
+        }
+        let pipe = Arc::new(Pipe::new(self.connect()?.stream)?);
+        *current = Some(Arc::clone(&pipe));
+        Ok(pipe)
+    }
+
     fn connect(&self) -> Result<Connection, Error> {
         let stream = UnixStream::connect(&self.path).map_err(|_| Error::DaemonUnreachable)?;
         let mut conn = Connection {
@@ -86,6 +124,11 @@ impl Daemon {
     pub(crate) fn abandon(&self) {
         if let Ok(mut idle) = self.idle.try_lock() {
             idle.clear();
+        }
+        if let Ok(mut pipe) = self.pipe.try_lock() {
+            if let Some(pipe) = pipe.take() {
+                pipe.abandon();
+            }
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum Error {
     DataLenRange { len: usize },
     /// The input has the right length but a form the module cannot use.
     DataInvalid,
+    /// A ciphertext that is not exactly one block for the key.
+    EncryptedDataLenRange { len: usize, expected: usize },
     /// The signature does not verify.
     SignatureInvalid,
     /// The signature has the wrong length for the key.
@@ -95,6 +97,7 @@ impl Error {
             Error::OperationNotInitialized => CKR_OPERATION_NOT_INITIALIZED,
             Error::DataLenRange { .. } => CKR_DATA_LEN_RANGE,
             Error::DataInvalid => CKR_DATA_INVALID,
+            Error::EncryptedDataLenRange { .. } => CKR_ENCRYPTED_DATA_LEN_RANGE,
             Error::SignatureInvalid => CKR_SIGNATURE_INVALID,
             Error::SignatureLenRange { .. } => CKR_SIGNATURE_LEN_RANGE,
             Error::AttributeValueInvalid(_) => CKR_ATTRIBUTE_VALUE_INVALID,

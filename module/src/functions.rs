@@ -4,7 +4,9 @@
 
 use cryptoki_sys::*;
 
+use crate::decrypt::*;
 use crate::digest::*;
+use crate::encrypt::*;
 use crate::ffi;
 use crate::general::{self, *};
 use crate::objects::*;

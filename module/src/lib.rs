@@ -27,14 +27,18 @@ pub mod unsupported;
 
 mod attributes;
 mod connection;
+mod decrypt;
 mod digest;
+mod encrypt;
 mod functions;
 mod general;
 mod key_info;
 mod library;
 mod mechanism;
 mod objects;
+mod pipeline;
 mod random;
+mod rsa_crypt;
 mod session;
 mod sessions;
 mod sign;

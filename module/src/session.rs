@@ -11,6 +11,7 @@ use crate::entry::with_library;
 use crate::error::Error;
 use crate::ffi::{self, write_out};
 use crate::library::Library;
+use crate::sign::end_unused_context_login;
 
 /// Sends a request whose success is a plain `Done`.
 pub(crate) fn done(lib: &Library, request: RequestBody) -> Result<(), Error> {
@@ -99,17 +100,23 @@ pub(crate) extern "C" fn fn_c_get_session_info(
 }
 
 /// C_Login's work once the PIN is read. `CKU_CONTEXT_SPECIFIC` authorises
-/// the signing operation active in this session (for a key with
-/// CKA_ALWAYS_AUTHENTICATE; the daemon lets the next signature of the
-/// session consume it), so without one it is
-/// `CKR_OPERATION_NOT_INITIALIZED` and the daemon is not asked.
+/// the signing operation active in this session, once, for a key with
+/// CKA_ALWAYS_AUTHENTICATE (the daemon lets the next signature of the
+/// session consume it; the operation drops it if it ends without one).
+/// Without such an operation waiting for it, it is
+/// `CKR_OPERATION_NOT_INITIALIZED` and the daemon is not asked, as
+/// SoftHSMv2 answers.
 fn login(
     lib: &Library,
     session: CK_SESSION_HANDLE,
     user_type: CK_USER_TYPE,
     pin: &[u8],
 ) -> Result<(), Error> {
-    if user_type == CKU_CONTEXT_SPECIFIC && !lib.sessions.with(session, |s| s.sign.is_some())? {
+    if user_type == CKU_CONTEXT_SPECIFIC
+        && !lib.sessions.with(session, |s| {
+            s.sign.as_ref().is_some_and(|op| op.awaits_context_login())
+        })?
+    {
         return Err(Error::OperationNotInitialized);
     }
     done(
@@ -217,6 +224,8 @@ pub(crate) extern "C" fn fn_c_set_pin(
 
 /// C_SessionCancel (3.0): ends the module-held operations named by `flags`
 /// (find, sign, verify, digest); the other kinds never become active here.
+/// A cancelled signing operation's unused context-specific login is
+/// dropped with it.
 pub(crate) extern "C" fn fn_c_session_cancel(session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
@@ -224,7 +233,9 @@ pub(crate) extern "C" fn fn_c_session_cancel(session: CK_SESSION_HANDLE, flags: 
                 s.find = None;
             }
             if flags & CKF_SIGN != 0 {
-                s.sign = None;
+                if let Some(op) = s.sign.take() {
+                    end_unused_context_login(lib, session, &op);
+                }
             }
             if flags & CKF_VERIFY != 0 {
                 s.verify = None;

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cryptoki_sys::{CK_SESSION_HANDLE, CK_SLOT_ID};
 
+use crate::decrypt::DecryptOp;
 use crate::digest::DigestOp;
+use crate::encrypt::EncryptOp;
 use crate::error::Error;
 use crate::objects::FindOp;
 use crate::sign::SignOp;
@@ -23,6 +25,8 @@ pub(crate) struct Session {
     pub sign: Option<SignOp>,
     pub verify: Option<VerifyOp>,
     pub digest: Option<DigestOp>,
+    pub encrypt: Option<EncryptOp>,
+    pub decrypt: Option<DecryptOp>,
 }
 
 /// The application's open sessions.
@@ -43,6 +47,8 @@ impl Sessions {
             sign: None,
             verify: None,
             digest: None,
+            encrypt: None,
+            decrypt: None,
         };
         self.map().insert(handle, Arc::new(Mutex::new(s)));
     }
@@ -89,7 +95,9 @@ impl Sessions {
     pub(crate) fn end_sign_operations(&self) {
         let all: Vec<_> = self.map().values().cloned().collect();
         for s in all {
-            lock(&s).sign = None;
+            let mut s = lock(&s);
+            s.sign = None;
+            s.decrypt = None;
         }
     }
 

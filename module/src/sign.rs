@@ -31,6 +31,10 @@ pub(crate) struct SignOp {
     /// The key has CKA_ALWAYS_AUTHENTICATE and no C_Login
     /// (CKU_CONTEXT_SPECIFIC) has authorised this operation yet.
     awaiting_context_login: bool,
+    /// A context-specific login authorised this operation and the daemon
+    /// holds it until a signature uses it: an operation that ends without
+    /// one must tell the daemon to drop it (see [`end_unused_context_login`]).
+    context_granted: bool,
 }
 
 impl SignOp {
@@ -51,12 +55,21 @@ impl SignOp {
             hasher: mechanism.module_hash().map(|h| Context::new(algorithm(h))),
             multi_part: false,
             awaiting_context_login: attrs.always_authenticate == Some(true),
+            context_granted: false,
         })
+    }
+
+    /// Whether C_Login(CKU_CONTEXT_SPECIFIC) applies: the key needs it and
+    /// no context login has authorised this operation yet (as SoftHSMv2;
+    /// otherwise a grant could sit unused in the daemon).
+    pub(crate) fn awaits_context_login(&self) -> bool {
+        self.awaiting_context_login
     }
 
     /// A successful C_Login(CKU_CONTEXT_SPECIFIC) authorises this operation.
     pub(crate) fn context_login_done(&mut self) {
         self.awaiting_context_login = false;
+        self.context_granted = true;
     }
 
     /// Refused locally, before any data is hashed or sent, like SoftHSMv2;
@@ -107,7 +120,7 @@ impl SignOp {
             scheme: self.mechanism.scheme(),
             input,
         };
-        match lib.daemon.call(request)? {
+        match lib.daemon.call_pipelined(request)? {
             ReplyBody::Bytes(signature) => {
                 out.put(&signature)?;
                 Ok(Step::Finished)
@@ -115,6 +128,44 @@ impl SignOp {
             _ => Err(Error::Transport),
         }
     }
+}
+
+/// Tells the daemon to drop the context-specific login `op` was granted, if
+/// it had one: the operation is ending without the signature that would
+/// have used it, and the grant must not authorise a later operation.
+pub(crate) fn end_unused_context_login(lib: &Library, session: CK_SESSION_HANDLE, op: &SignOp) {
+    if op.context_granted {
+        drop_context_login(lib, session);
+    }
+}
+
+fn drop_context_login(lib: &Library, session: CK_SESSION_HANDLE) {
+    // Best effort: should the daemon be unreachable, the module still asks
+    // every new operation for a context login of its own.
+    let _ = crate::session::done(lib, RequestBody::DropContextLogin { session });
+}
+
+/// [`drive`] for signing steps. An operation that a step ends with an error
+/// releases its unused context-specific login (a signature that succeeded
+/// used it up in the daemon); a key the daemon says needs a login the
+/// cached metadata did not expect is fetched afresh at the next C_SignInit.
+fn drive_sign(
+    lib: &Library,
+    session: CK_SESSION_HANDLE,
+    slot: &mut Option<SignOp>,
+    step: impl FnOnce(&mut SignOp) -> Result<Step, Error>,
+) -> Result<(), Error> {
+    let Some((key, granted)) = slot.as_ref().map(|op| (op.key, op.context_granted)) else {
+        return drive(slot, step);
+    };
+    let result = drive(slot, step);
+    if granted && slot.is_none() && result.is_err() {
+        drop_context_login(lib, session);
+    }
+    if result == Err(Error::Daemon(CKR_USER_NOT_LOGGED_IN)) {
+        lib.keys.forget(key);
+    }
+    result
 }
 
 /// Whether the token signs with `hash`: not with SHA-1 (NIST SP 800-131A
@@ -171,7 +222,7 @@ pub(crate) extern "C" fn fn_c_sign(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
-            drive(&mut s.sign, |op| {
+            drive_sign(lib, session, &mut s.sign, |op| {
                 if op.multi_part {
                     return Err(Error::OperationActive);
                 }
@@ -197,7 +248,7 @@ pub(crate) extern "C" fn fn_c_sign_update(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
-            drive(&mut s.sign, |op| {
+            drive_sign(lib, session, &mut s.sign, |op| {
                 op.check_authorised()?;
                 let hasher = op.hasher.as_mut().ok_or(Error::FunctionNotSupported)?;
                 hasher.update(ffi::input(part, part_len)?);
@@ -215,7 +266,7 @@ pub(crate) extern "C" fn fn_c_sign_final(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
-            drive(&mut s.sign, |op| {
+            drive_sign(lib, session, &mut s.sign, |op| {
                 let hasher = op.hasher.clone().ok_or(Error::FunctionNotSupported)?;
                 let mut out = OutBuf::new(signature, signature_len)?;
                 if out.prepare(op.signature_len)? == Fill::LengthOnly {
@@ -246,6 +297,7 @@ mod tests {
             hasher: mechanism.module_hash().map(|h| Context::new(algorithm(h))),
             multi_part: false,
             awaiting_context_login: false,
+            context_granted: false,
         }
     }
 

@@ -60,6 +60,19 @@ pub struct Card {
     default_timeout: Duration,
 }
 
+/// A batch of commands on their way through one card (see
+/// [`Card::submit_batch`]).
+#[must_use = "a submitted batch holds ring slots until it is finished"]
+pub struct SubmittedBatch {
+    deadline: Instant,
+    timeout: Duration,
+    answers: Vec<Option<Result<CardResponse, CardError>>>,
+    /// (command index, slot) of the commands in the ring.
+    posted: Vec<(usize, u32)>,
+    /// The first command not posted yet.
+    next: usize,
+}
+
 pub(crate) struct Shared {
     device: Box<dyn Device>,
     slots: Vec<Slot>,
@@ -204,6 +217,106 @@ impl Card {
         timeout: Duration,
     ) -> Result<CardResponse, CardError> {
         let deadline = Instant::now() + timeout;
+        let encoded = self.encode(request)?;
+        let slot = self.shared.take_slot(deadline, timeout)?;
+        let raw = self
+            .shared
+            .submit_and_wait(slot, &encoded, deadline, timeout)?;
+        decode_answer(&raw, slot)
+    }
+
+    /// Runs several commands at once: all of them are posted to the ring
+    /// before one doorbell, so the card's workers take them in one wake-up,
+    /// and their answers come back in the order of `requests`. Each command
+    /// succeeds or fails on its own.
+    pub fn call_batch(&self, requests: &[CardRequest]) -> Vec<Result<CardResponse, CardError>> {
+        if let [request] = requests {
+            return vec![self.call(request)];
+        }
+        let submitted = self.submit_batch(requests);
+        self.finish_batch(submitted, requests)
+    }
+
+    /// The first half of [`Card::call_batch`]: posts what the free slots
+    /// allow (at least the first command, waiting for a slot if need be)
+    /// and rings the doorbell. A caller can submit to several cards before
+    /// it waits on any of them with [`Card::finish_batch`].
+    pub fn submit_batch(&self, requests: &[CardRequest]) -> SubmittedBatch {
+        let timeout = requests
+            .iter()
+            .map(|r| self.timeout_for(r))
+            .max()
+            .unwrap_or(self.default_timeout);
+        let mut batch = SubmittedBatch {
+            deadline: Instant::now() + timeout,
+            timeout,
+            answers: requests.iter().map(|_| None).collect(),
+            posted: Vec::new(),
+            next: 0,
+        };
+        self.post_part(requests, &mut batch);
+        batch
+    }
+
+    /// Waits for the answers of a batch from [`Card::submit_batch`] with
+    /// the same `requests`. Commands that found no free slot go in further
+    /// parts; a part never waits for a slot while it holds others, so
+    /// concurrent batches cannot starve each other.
+    pub fn finish_batch(
+        &self,
+        mut batch: SubmittedBatch,
+        requests: &[CardRequest],
+    ) -> Vec<Result<CardResponse, CardError>> {
+        loop {
+            for (index, slot) in std::mem::take(&mut batch.posted) {
+                let answer = self
+                    .shared
+                    .wait_answer(slot, batch.deadline, batch.timeout)
+                    .and_then(|raw| decode_answer(&raw, slot));
+                batch.answers[index] = Some(answer);
+            }
+            if batch.next >= requests.len() {
+                break;
+            }
+            self.post_part(requests, &mut batch);
+        }
+        batch
+            .answers
+            .into_iter()
+            .map(|a| a.expect("every command of the batch was answered or failed"))
+            .collect()
+    }
+
+    /// Posts commands from `batch.next` on while slots are free, then rings.
+    fn post_part(&self, requests: &[CardRequest], batch: &mut SubmittedBatch) {
+        while let Some(request) = requests.get(batch.next) {
+            let slot = if batch.posted.is_empty() {
+                self.shared.take_slot(batch.deadline, batch.timeout)
+            } else {
+                match self.shared.try_take_slot() {
+                    Some(slot) => Ok(slot),
+                    None => break,
+                }
+            };
+            let outcome = slot.and_then(|slot| {
+                let encoded = self.encode(request).inspect_err(|_| {
+                    self.shared.release_slot(slot);
+                })?;
+                self.shared.post(slot, &encoded).map(|()| slot)
+            });
+            match outcome {
+                Ok(slot) => batch.posted.push((batch.next, slot)),
+                Err(e) => batch.answers[batch.next] = Some(Err(e)),
+            }
+            batch.next += 1;
+        }
+        if !batch.posted.is_empty() {
+            self.shared.ring_doorbell();
+        }
+    }
+
+    /// The command's bytes as they go into a slot.
+    fn encode(&self, request: &CardRequest) -> Result<Vec<u8>, CardError> {
         let encoded = minicbor::to_vec(request).expect("encoding into a Vec is infallible");
         let capacity = self.shared.device.region().slot_capacity();
         if encoded.len() > capacity {
@@ -212,11 +325,7 @@ impl Card {
                 capacity,
             });
         }
-        let slot = self.shared.take_slot(deadline, timeout)?;
-        let raw = self
-            .shared
-            .submit_and_wait(slot, &encoded, deadline, timeout)?;
-        decode_answer(&raw, slot)
+        Ok(encoded)
     }
 
     fn timeout_for(&self, request: &CardRequest) -> Duration {
@@ -398,9 +507,34 @@ impl Shared {
         self.wait_answer(slot, deadline, timeout)
     }
 
+    /// A free slot if there is one now.
+    fn try_take_slot(&self) -> Option<u32> {
+        if self.gone.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.free).pop()
+    }
+
     /// Writes the request into `slot` (taken with [`Shared::take_slot`]),
     /// posts it and rings the doorbell; on failure the slot is free again.
     pub(crate) fn submit(&self, slot: u32, encoded: &[u8]) -> Result<(), CardError> {
+        self.post(slot, encoded)?;
+        self.ring_doorbell();
+        Ok(())
+    }
+
+    /// Rings the doorbell unless a card worker polls the ring anyway.
+    fn ring_doorbell(&self) {
+        if self.device.region().submissions().needs_signal() {
+            if let Err(e) = self.device.ring_doorbell() {
+                // The entries are in the ring; the card may still pick them up.
+                tracing::warn!(error = %e, "doorbell write failed");
+            }
+        }
+    }
+
+    /// [`Shared::submit`] without the doorbell.
+    fn post(&self, slot: u32, encoded: &[u8]) -> Result<(), CardError> {
         let region = self.device.region();
         if let Err(e) = region.write_request(slot, encoded) {
             self.release_slot(slot);
@@ -417,12 +551,6 @@ impl Shared {
             // the card corrupted it.
             self.release_slot(slot);
             return Err(e.into());
-        }
-        if region.submissions().needs_signal() {
-            if let Err(e) = self.device.ring_doorbell() {
-                // The entry is in the ring; the card may still pick it up.
-                tracing::warn!(error = %e, "doorbell write failed");
-            }
         }
         Ok(())
     }

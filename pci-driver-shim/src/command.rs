@@ -101,6 +101,29 @@ pub enum SignScheme {
     Ecdsa,
 }
 
+/// How to decrypt (RSA only). The input is always one ciphertext block of
+/// exactly the modulus length.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum DecryptScheme {
+    /// RSAES-PKCS1-v1_5 with implicit rejection: a ciphertext whose padding
+    /// is wrong decrypts to a synthetic message derived from the key and the
+    /// ciphertext, so the answer never says whether the padding was valid.
+    #[n(0)]
+    RsaPkcs1,
+    /// RSAES-OAEP; a ciphertext that does not decode is
+    /// [`CardFault::BadInput`].
+    #[n(1)]
+    RsaOaep {
+        #[n(0)]
+        hash: Hash,
+        #[n(1)]
+        mgf_hash: Hash,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        label: Bytes,
+    },
+}
+
 /// The security-relevant attributes of a key, bound to its blob as AES-GCM
 /// associated data and enforced by the card on every use.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -188,6 +211,21 @@ pub enum CardRequest {
         #[n(0)]
         len: u32,
     },
+    /// Decrypt `input` with the key in `blob`, which must have been wrapped
+    /// with exactly `policy` and must allow decryption.
+    #[n(4)]
+    Decrypt {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        policy: KeyPolicy,
+        #[n(2)]
+        scheme: DecryptScheme,
+        #[n(3)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
 }
 
 /// The most random bytes one [`CardRequest::Random`] returns.
@@ -227,7 +265,7 @@ pub enum CardResponse {
         #[n(1)]
         public: PublicKey,
     },
-    /// A signature or random bytes.
+    /// A signature, random bytes or a plaintext.
     #[n(2)]
     Bytes(
         #[n(0)]

@@ -40,8 +40,10 @@ pub mod fuzzing;
 #[allow(unsafe_code)]
 pub mod region;
 
-pub use card::Card;
+pub use card::{Card, SubmittedBatch};
 pub use device::Device;
-pub use emulator::{connect_emulator, emulator_exe, spawn_emulator, EmulatorProcess};
+pub use emulator::{
+    connect_emulator, emulator_exe, spawn_emulator, spawn_emulator_on, EmulatorProcess,
+};
 pub use error::CardError;
 pub use region::{RegionError, SharedRegion};

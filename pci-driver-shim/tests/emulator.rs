@@ -267,6 +267,64 @@ fn concurrent_signing_from_eight_threads() {
     });
 }
 
+/// Batches larger than the ring (64 slots) go in parts, answers come back
+/// in request order, and a bad command fails alone: three threads post
+/// batches of 100 signatures with every 10th one over a forbidden key.
+#[test]
+fn batches_answer_in_order_and_fail_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, card) = start(dir.path());
+    let ec = policy(21, KeySpec::Ec(Curve::P256));
+    let (blob, public) = generate(&card, &ec);
+    let mut no_sign = policy(22, KeySpec::Ec(Curve::P256));
+    no_sign.sign = false;
+    let (forbidden_blob, _) = generate(&card, &no_sign);
+    std::thread::scope(|scope| {
+        for thread in 0..3u8 {
+            let (card, blob, forbidden_blob, ec, no_sign, public) =
+                (&card, &blob, &forbidden_blob, &ec, &no_sign, &public);
+            scope.spawn(move || {
+                let digests: Vec<_> = (0..100u8).map(|i| Sha256::digest([thread, i])).collect();
+                let requests: Vec<_> = digests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, digest)| {
+                        let (blob, policy) = if i % 10 == 9 {
+                            (forbidden_blob, no_sign)
+                        } else {
+                            (blob, ec)
+                        };
+                        CardRequest::Sign {
+                            blob: blob.clone(),
+                            policy: policy.clone(),
+                            scheme: SignScheme::Ecdsa,
+                            input: digest.to_vec(),
+                        }
+                    })
+                    .collect();
+                let answers = card.call_batch(&requests);
+                assert_eq!(answers.len(), 100);
+                for (i, answer) in answers.into_iter().enumerate() {
+                    if i % 10 == 9 {
+                        assert!(
+                            matches!(answer, Err(CardError::Fault(CardFault::NotPermitted))),
+                            "thread {thread} command {i}: {answer:?}"
+                        );
+                        continue;
+                    }
+                    let Ok(CardResponse::Bytes(sig)) = answer else {
+                        panic!("thread {thread} command {i}: {answer:?}")
+                    };
+                    assert!(
+                        verify_p256(public, &digests[i], &sig),
+                        "thread {thread} command {i}"
+                    );
+                }
+            });
+        }
+    });
+}
+
 /// With polling workers (the host then skips most doorbells) every answer
 /// still arrives and verifies: a lost doorbell would stall a call.
 #[test]

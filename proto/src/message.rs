@@ -101,6 +101,27 @@ pub enum SignScheme {
     Ecdsa,
 }
 
+/// How the card is to decrypt (C_Decrypt with an RSA private key). The
+/// module has checked the mechanism parameter; the daemon checks again.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum DecryptScheme {
+    /// CKM_RSA_PKCS (RSAES-PKCS1-v1_5).
+    #[n(0)]
+    RsaPkcs1,
+    /// CKM_RSA_PKCS_OAEP with MGF1 over `mgf_hash` and the label given as
+    /// CKZ_DATA_SPECIFIED source data (empty for none).
+    #[n(1)]
+    RsaOaep {
+        #[n(0)]
+        hash: HashAlg,
+        #[n(1)]
+        mgf_hash: HashAlg,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        label: Bytes,
+    },
+}
+
 /// Hash functions named on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum HashAlg {
@@ -356,6 +377,35 @@ pub enum RequestBody {
         #[n(2)]
         max: u32,
     },
+    /// The signing operation a C_Login(CKU_CONTEXT_SPECIFIC) authorised
+    /// ended without its signature (C_SessionCancel, an error, C_Logout):
+    /// the daemon drops the session's unused context-specific login, so it
+    /// cannot authorise a later operation. Answered with `Done`, also when
+    /// there was none.
+    #[n(26)]
+    DropContextLogin {
+        #[n(0)]
+        session: u64,
+    },
+    /// C_Decrypt: one round trip per ciphertext. The daemon checks the
+    /// session, the login state, the key's CKA_DECRYPT and
+    /// CKA_ALLOWED_MECHANISMS against `mechanism`, that `scheme` fits it,
+    /// and the ciphertext length; the card decrypts. Answered with
+    /// [`ReplyBody::Bytes`].
+    #[n(30)]
+    Decrypt {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        key: u64,
+        #[n(2)]
+        mechanism: u64,
+        #[n(3)]
+        scheme: DecryptScheme,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
 }
 
 /// One audit record as stored, encoded as a CBOR byte string.
@@ -530,7 +580,7 @@ pub enum ReplyBody {
         #[n(1)]
         private: u64,
     },
-    /// Sign, GenerateRandom.
+    /// Sign, GenerateRandom, Decrypt.
     #[n(12)]
     Bytes(
         #[n(0)]

@@ -42,6 +42,18 @@ impl Daemon {
         log: &Path,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Self {
+        Self::start_with_args(state_dir, socket, log, env, &[])
+    }
+
+    /// [`Daemon::start_with_env`] with extra command-line arguments (e.g.
+    /// `--config FILE`).
+    pub fn start_with_args(
+        state_dir: &Path,
+        socket: &Path,
+        log: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&std::ffi::OsStr],
+    ) -> Self {
         binaries::require(binaries::MESIGN_CARD_EMU);
         let exe = binaries::require(binaries::MESIGN_DAEMON);
         std::fs::create_dir_all(state_dir).expect("create daemon state dir");
@@ -56,6 +68,7 @@ impl Daemon {
             .arg(state_dir)
             .arg("--socket")
             .arg(socket)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)

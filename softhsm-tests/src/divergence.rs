@@ -76,6 +76,31 @@ pub enum Divergence {
     /// CKR_CRYPTOKI_ALREADY_INITIALIZED); ours starts the child
     /// uninitialised, as PKCS#11 §6.7.7 asks.
     SoftHsmKeepsStateAcrossFork,
+    /// SoftHSMv2 2.6.1 offers CKM_RSA_PKCS_OAEP only with SHA-1, MGF1-SHA1
+    /// and no label: C_EncryptInit refuses other parameters with
+    /// CKR_ARGUMENTS_BAD; C_DecryptInit checks only the MGF, decrypts with
+    /// SHA-1 whatever hashAlg says (CKR_GENERAL_ERROR for a SHA-2
+    /// ciphertext) and ignores the label (a ciphertext made with another label still decrypts). Ours
+    /// decrypts and encrypts OAEP with SHA-1/256/384/512 (MGF1 over the same
+    /// hash) and any label, and answers the parameter sets it lacks with
+    /// CKR_MECHANISM_PARAM_INVALID.
+    SoftHsmOaepOnlySha1WithoutLabel,
+    /// CKM_RSA_PKCS decryption of a ciphertext with invalid padding:
+    /// SoftHSMv2 (on OpenSSL 3.0) answers CKR_GENERAL_ERROR, which
+    /// tells an attacker the padding was wrong (a Bleichenbacher oracle);
+    /// ours rejects implicitly: CKR_OK with a synthetic message derived from
+    /// the key and the ciphertext.
+    SoftHsmPkcs1PaddingOracle,
+    /// SoftHSMv2 answers an RSA ciphertext of the wrong length, an OAEP
+    /// ciphertext that does not decode and a message too long for one block
+    /// with CKR_GENERAL_ERROR; ours with CKR_ENCRYPTED_DATA_LEN_RANGE,
+    /// CKR_ENCRYPTED_DATA_INVALID and CKR_DATA_LEN_RANGE (PKCS#11 §5.8,
+    /// §5.9).
+    SoftHsmRsaErrorsAreGeneral,
+    /// A failed C_DecryptUpdate / C_EncryptUpdate (RSA is single-part, so
+    /// CKR_FUNCTION_NOT_SUPPORTED in both) leaves SoftHSMv2's operation
+    /// active; PKCS#11 §5.8/§5.9 say an error ends it, as ours does.
+    SoftHsmFailedUpdateKeepsOperation,
 }
 
 impl Divergence {
@@ -96,6 +121,10 @@ impl Divergence {
             Divergence::SoftHsmHonoursApplicationMutexes => Kind::SoftHsm,
             Divergence::SoftHsmHasNoInterfaces => Kind::SoftHsm,
             Divergence::SoftHsmKeepsStateAcrossFork => Kind::SoftHsm,
+            Divergence::SoftHsmOaepOnlySha1WithoutLabel => Kind::SoftHsm,
+            Divergence::SoftHsmPkcs1PaddingOracle => Kind::SoftHsm,
+            Divergence::SoftHsmRsaErrorsAreGeneral => Kind::SoftHsm,
+            Divergence::SoftHsmFailedUpdateKeepsOperation => Kind::SoftHsm,
         }
     }
 
@@ -140,6 +169,18 @@ impl Divergence {
             }
             Divergence::SoftHsmMultiProcessStress => {
                 "SoftHSMv2 fails many-process load (issue #757); stressed lightly"
+            }
+            Divergence::SoftHsmOaepOnlySha1WithoutLabel => {
+                "SoftHSMv2 2.6.1 has OAEP only with SHA-1 and no label, and ignores labels at C_DecryptInit"
+            }
+            Divergence::SoftHsmPkcs1PaddingOracle => {
+                "SoftHSMv2 answers bad PKCS#1 v1.5 padding with CKR_GENERAL_ERROR"
+            }
+            Divergence::SoftHsmRsaErrorsAreGeneral => {
+                "SoftHSMv2 answers RSA length and decoding errors with CKR_GENERAL_ERROR"
+            }
+            Divergence::SoftHsmFailedUpdateKeepsOperation => {
+                "SoftHSMv2 keeps an operation active after a failed C_DecryptUpdate"
             }
             Divergence::SoftHsmFileStoreScale => {
                 "SoftHSMv2's file store is too slow for 10,000 token objects; 100, untimed"

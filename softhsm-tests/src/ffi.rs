@@ -125,6 +125,43 @@ impl RawModule {
         Returned { rv, len, bytes }
     }
 
+    /// C_Decrypt on an already-initialized operation with a caller-chosen
+    /// output.
+    pub fn decrypt(&self, session: CK_SESSION_HANDLE, data: &[u8], output: Output) -> Returned {
+        let f = self
+            .functions
+            .C_Decrypt
+            .expect("C_Decrypt in the function list");
+        let mut buffer = match output {
+            Output::Null => Vec::new(),
+            Output::Bytes(n) => vec![0u8; n],
+        };
+        let mut len: CK_ULONG = buffer.len() as CK_ULONG;
+        let out_ptr = match output {
+            Output::Null => ptr::null_mut(),
+            Output::Bytes(_) => buffer.as_mut_ptr(),
+        };
+        // SAFETY: as for `sign`: `data` is only read, `out_ptr` is NULL or
+        // valid for `len` writable bytes, `len` is a valid CK_ULONG.
+        let rv = unsafe {
+            f(
+                session,
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out_ptr,
+                &mut len,
+            )
+        };
+        let bytes = match output {
+            Output::Bytes(n) if rv == CKR_OK && (len as usize) <= n => {
+                buffer.truncate(len as usize);
+                buffer
+            }
+            _ => Vec::new(),
+        };
+        Returned { rv, len, bytes }
+    }
+
     /// C_GetTokenInfo, unparsed, so fixed-width fields keep their padding.
     pub fn token_info(&self, slot: CK_SLOT_ID) -> (CK_RV, CK_TOKEN_INFO) {
         let f = self
@@ -463,6 +500,74 @@ impl RawModule {
             })
             .collect();
         Some((rv, found))
+    }
+
+    /// The "PKCS 11" 3.0 function list from C_GetInterface, or None when the
+    /// library exports no C_GetInterface (a 2.40 module).
+    fn functions_3_0(&self) -> Option<cryptoki_sys::CK_FUNCTION_LIST_3_0> {
+        if self._library.C_GetInterface.is_err() {
+            return None;
+        }
+        let mut name = *b"PKCS 11\0";
+        let mut version = cryptoki_sys::CK_VERSION { major: 3, minor: 0 };
+        let mut iface: *mut cryptoki_sys::CK_INTERFACE = ptr::null_mut();
+        // SAFETY: `name` is NUL-terminated, `version` and `iface` are valid
+        // and writable for the call.
+        let rv = unsafe {
+            self._library
+                .C_GetInterface(name.as_mut_ptr(), &mut version, &mut iface, 0)
+        };
+        assert_eq!(rv, CKR_OK, "C_GetInterface(\"PKCS 11\", 3.0)");
+        // SAFETY: on CKR_OK the module pointed `iface` at its static
+        // description of the 3.0 interface, whose function list is a
+        // CK_FUNCTION_LIST_3_0; copying it out avoids holding the pointer.
+        Some(unsafe {
+            *(*iface)
+                .pFunctionList
+                .cast::<cryptoki_sys::CK_FUNCTION_LIST_3_0>()
+        })
+    }
+
+    /// C_LoginUser (3.0) with `username` NULL when None; None when the
+    /// module has no 3.0 interface.
+    pub fn login_user(
+        &self,
+        session: CK_SESSION_HANDLE,
+        user_type: cryptoki_sys::CK_USER_TYPE,
+        pin: &[u8],
+        username: Option<&[u8]>,
+    ) -> Option<CK_RV> {
+        let f = self.functions_3_0()?.C_LoginUser.expect("C_LoginUser");
+        let (name, name_len) = match username {
+            Some(n) => (n.as_ptr() as *mut u8, n.len() as CK_ULONG),
+            None => (ptr::null_mut(), 0),
+        };
+        // SAFETY: `pin` and `username` are valid for their lengths and only
+        // read; a NULL username comes with length 0.
+        Some(unsafe {
+            f(
+                session,
+                user_type,
+                pin.as_ptr() as *mut u8,
+                pin.len() as CK_ULONG,
+                name,
+                name_len,
+            )
+        })
+    }
+
+    /// C_SessionCancel (3.0); None when the module has no 3.0 interface.
+    pub fn session_cancel(
+        &self,
+        session: CK_SESSION_HANDLE,
+        flags: cryptoki_sys::CK_FLAGS,
+    ) -> Option<CK_RV> {
+        let f = self
+            .functions_3_0()?
+            .C_SessionCancel
+            .expect("C_SessionCancel");
+        // SAFETY: plain values only.
+        Some(unsafe { f(session, flags) })
     }
 
     /// C_GetInterface(NULL name, NULL version, flags): the version of the

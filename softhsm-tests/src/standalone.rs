@@ -56,14 +56,35 @@ pub fn ready_session(pkcs11: &Pkcs11, slot: Slot, label: &str) -> Session {
 /// The card emulator: the daemon's child process, started by whichever
 /// daemon thread started it, hence the walk over all its tasks.
 pub fn card_pid(daemon: u32) -> Option<u32> {
+    card_pids(daemon).first().copied()
+}
+
+/// Every child process of the daemon (its card emulators), by walking
+/// all its tasks: each card is started by whichever thread opened it.
+pub fn card_pids(daemon: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
     let tasks = std::fs::read_dir(format!("/proc/{daemon}/task")).expect("daemon tasks");
     for task in tasks {
         let children = task.expect("task").path().join("children");
         if let Ok(text) = std::fs::read_to_string(children) {
-            if let Some(pid) = text.split_whitespace().next() {
-                return Some(pid.parse().expect("child pid"));
-            }
+            pids.extend(
+                text.split_whitespace()
+                    .map(|p| p.parse::<u32>().expect("child pid")),
+            );
         }
     }
-    None
+    pids.sort_unstable();
+    pids
+}
+
+/// Nanoseconds process `pid` has run on a CPU, summed over its threads
+/// (from /proc/PID/task/*/schedstat); 0 once it is gone.
+pub fn cpu_time_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }

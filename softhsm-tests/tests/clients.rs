@@ -1,7 +1,7 @@
 //! Real PKCS#11 clients against our module (the debug build, with its own
 //! daemon) and against SoftHSMv2, through the drivers in `scripts/clients/`:
 //! OpenSC pkcs11-tool's self-tests, GnuTLS p11tool and p11-kit, OpenSSL with
-//! the libp11 engine, NSS, Java SunPKCS11, and the test suites of
+//! the libp11 engine (CSRs, and S/MIME decryption with `openssl cms`), NSS, Java SunPKCS11, and the test suites of
 //! python-pkcs11 and PyKCS11 from their sdists.
 //!
 //! Each driver prints `PASS:`/`FAIL:` per check and a summary; a run passes
@@ -144,6 +144,11 @@ mod mesign {
     }
 
     #[test]
+    fn openssl_cms_decrypt_through_libp11() {
+        run("cms-decrypt.sh", Module::Ours);
+    }
+
+    #[test]
     fn nss_modutil_certutil() {
         run("nss.sh", Module::Ours);
     }
@@ -170,6 +175,11 @@ mod softhsm {
     #[test]
     fn openssl_libp11_engine_csr() {
         run("openssl-engine.sh", Module::SoftHsm);
+    }
+
+    #[test]
+    fn openssl_cms_decrypt_through_libp11() {
+        run("cms-decrypt.sh", Module::SoftHsm);
     }
 
     #[test]

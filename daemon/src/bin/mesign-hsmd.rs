@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         eprintln!("mesign-hsmd: {e}");
         return ExitCode::FAILURE;
     }
+    let dump_refused = forbid_dumps();
     let config = match load() {
         Ok(Some(c)) => c,
         Ok(None) => {
@@ -30,6 +31,9 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(errno) = dump_refused {
+        tracing::warn!(%errno, "cannot make the process non-dumpable");
+    }
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -38,6 +42,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The daemon sees PINs in clear (briefly, while it hashes them), PIN
+/// hashes and every client's session state: no core file, no ptrace by
+/// other users of the same uid, /proc/<pid>/mem and environ owned by root.
+/// Before the card process is started, which then inherits the core limit.
+fn forbid_dumps() -> nix::Result<()> {
+    use nix::sys::resource::{setrlimit, Resource};
+    nix::sys::prctl::set_dumpable(false)?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)
 }
 
 fn load() -> Result<Option<config::Config>, config::ConfigError> {

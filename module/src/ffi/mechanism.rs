@@ -1,8 +1,20 @@
 //! Reading `CK_MECHANISM` and its parameter structures.
 
-use cryptoki_sys::{CK_MECHANISM, CK_MECHANISM_TYPE, CK_RSA_PKCS_PSS_PARAMS};
+use cryptoki_sys::{
+    CK_MECHANISM, CK_MECHANISM_TYPE, CK_RSA_PKCS_MGF_TYPE, CK_RSA_PKCS_OAEP_PARAMS,
+    CK_RSA_PKCS_OAEP_SOURCE_TYPE, CK_RSA_PKCS_PSS_PARAMS,
+};
 
 use crate::error::Error;
+
+/// `CK_RSA_PKCS_OAEP_PARAMS` with the label (the source data) copied out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OaepParams {
+    pub hash_alg: CK_MECHANISM_TYPE,
+    pub mgf: CK_RSA_PKCS_MGF_TYPE,
+    pub source: CK_RSA_PKCS_OAEP_SOURCE_TYPE,
+    pub label: Vec<u8>,
+}
 
 /// A mechanism as the application passed it; the parameter is checked
 /// against the mechanism by [`RawMechanism::no_parameter`] or
@@ -62,6 +74,28 @@ impl RawMechanism {
         // the structure; read_unaligned copes with any alignment.
         Ok(unsafe { std::ptr::read_unaligned(self.parameter.cast::<CK_RSA_PKCS_PSS_PARAMS>()) })
     }
+
+    /// The `CK_RSA_PKCS_OAEP_PARAMS`, if present with exactly its size, and
+    /// its label; a NULL label with a non-zero length is a bad parameter.
+    pub(crate) fn oaep_params(&self) -> Result<OaepParams, Error> {
+        let invalid = Error::MechanismParamInvalid(self.ty);
+        if self.parameter.is_null() || self.parameter_len != size_of::<CK_RSA_PKCS_OAEP_PARAMS>() {
+            return Err(invalid);
+        }
+        // SAFETY: non-NULL, and the application declared exactly the size of
+        // the structure; read_unaligned copes with any alignment.
+        let p =
+            unsafe { std::ptr::read_unaligned(self.parameter.cast::<CK_RSA_PKCS_OAEP_PARAMS>()) };
+        let label = super::input(p.pSourceData.cast::<u8>().cast_const(), p.ulSourceDataLen)
+            .map_err(|_| invalid)?
+            .to_vec();
+        Ok(OaepParams {
+            hash_alg: p.hashAlg,
+            mgf: p.mgf,
+            source: p.source,
+            label,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +132,39 @@ mod tests {
         assert_eq!(ok.pss_params().unwrap().sLen, 32);
         let short = RawMechanism::from_parts(CKM_RSA_PKCS_PSS, ptr, 16);
         assert!(short.pss_params().is_err());
+    }
+
+    #[test]
+    fn oaep_params_copy_the_label_and_check_it() {
+        let mut label = *b"label";
+        let mut p = CK_RSA_PKCS_OAEP_PARAMS {
+            hashAlg: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            source: CKZ_DATA_SPECIFIED,
+            pSourceData: label.as_mut_ptr().cast(),
+            ulSourceDataLen: 5,
+        };
+        let size = size_of::<CK_RSA_PKCS_OAEP_PARAMS>();
+        let raw = |p: &CK_RSA_PKCS_OAEP_PARAMS, len| {
+            RawMechanism::from_parts(
+                CKM_RSA_PKCS_OAEP,
+                (p as *const CK_RSA_PKCS_OAEP_PARAMS).cast(),
+                len,
+            )
+        };
+        let got = raw(&p, size).oaep_params().unwrap();
+        assert_eq!(
+            (got.hash_alg, got.label.as_slice()),
+            (CKM_SHA256, &b"label"[..])
+        );
+        assert!(raw(&p, size - 1).oaep_params().is_err());
+        p.pSourceData = std::ptr::null_mut();
+        assert_eq!(
+            raw(&p, size).oaep_params().unwrap_err(),
+            Error::MechanismParamInvalid(CKM_RSA_PKCS_OAEP)
+        );
+        p.ulSourceDataLen = 0;
+        assert_eq!(raw(&p, size).oaep_params().unwrap().label, b"");
     }
 
     #[test]

@@ -15,12 +15,15 @@
 #![allow(unsafe_code)]
 
 mod buffer;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod init_args;
 mod interface;
 mod mechanism;
 mod template;
 
 pub(crate) use buffer::{input, output, pin, write_out, Fill, OutBuf};
+pub use init_args::TEST_PANIC_FLAG;
 pub(crate) use init_args::{initialize_args, InitArgs};
 pub use interface::{C_GetFunctionList, C_GetInterface, C_GetInterfaceList};
 pub(crate) use mechanism::{mechanism, RawMechanism};

@@ -47,12 +47,14 @@ impl Template {
     }
 
     /// Type and value bytes of every entry, for templates that carry values.
+    /// A NULL value with a non-zero length is a broken pointer argument,
+    /// `CKR_ARGUMENTS_BAD`, as a NULL template with a count is: no value of
+    /// the attribute was offered to be judged.
     pub(crate) fn entries(&self) -> Result<Vec<(CK_ATTRIBUTE_TYPE, &[u8])>, Error> {
         (0..self.count)
             .map(|i| {
                 let a = self.entry(i);
-                let value = super::input(a.pValue.cast::<u8>().cast_const(), a.ulValueLen)
-                    .map_err(|_| Error::AttributeValueInvalid(a.type_))?;
+                let value = super::input(a.pValue.cast::<u8>().cast_const(), a.ulValueLen)?;
                 Ok((a.type_, value))
             })
             .collect()
@@ -177,10 +179,7 @@ mod tests {
         assert_eq!(e, vec![(CKA_ID, &[1u8, 2][..]), (CKA_LABEL, &[][..])]);
         attrs[1].ulValueLen = 4;
         let t = Template::new(attrs.as_mut_ptr(), 2).unwrap();
-        assert_eq!(
-            t.entries().unwrap_err(),
-            Error::AttributeValueInvalid(CKA_LABEL)
-        );
+        assert_eq!(t.entries().unwrap_err(), Error::ArgumentsBad);
         assert!(Template::new(ptr::null_mut(), 1).is_err());
     }
 }

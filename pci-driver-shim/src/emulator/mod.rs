@@ -215,11 +215,23 @@ pub fn spawn_emulator(
     exe: &Path,
     state_dir: &Path,
 ) -> Result<(EmulatorProcess, Box<dyn Device>), CardError> {
+    spawn_emulator_on(exe, state_dir, "card.sock")
+}
+
+/// [`spawn_emulator`] listening on `<state_dir>/<socket_name>`: several
+/// emulated cards can share one state directory, and so one master key,
+/// as cards of one cloning domain share theirs. Start them one after the
+/// other: the first creates the key, the others read it.
+pub fn spawn_emulator_on(
+    exe: &Path,
+    state_dir: &Path,
+    socket_name: &str,
+) -> Result<(EmulatorProcess, Box<dyn Device>), CardError> {
     std::fs::create_dir_all(state_dir).map_err(|source| CardError::Spawn {
         exe: exe.to_path_buf(),
         source,
     })?;
-    let socket = state_dir.join("card.sock");
+    let socket = state_dir.join(socket_name);
     // Never mistake an older emulator's socket for the new one's.
     match std::fs::remove_file(&socket) {
         Ok(()) => {}

@@ -7,6 +7,7 @@
 //! The firmware refuses service (except `Info`) when a power-on self-test or
 //! a pairwise consistency test has failed.
 
+mod decrypt;
 mod hardening;
 mod key_cache;
 mod keys;
@@ -70,6 +71,7 @@ pub struct Firmware {
     serial: String,
     wrapper: Wrapper,
     cache: KeyCache,
+    decryption: decrypt::Decryption,
     operational: AtomicBool,
 }
 
@@ -96,6 +98,7 @@ impl Firmware {
             serial: state.serial,
             wrapper: Wrapper::new(&state.master_key),
             cache: KeyCache::new(KEY_CACHE_ENTRIES),
+            decryption: decrypt::Decryption::new(&state.master_key),
             operational: AtomicBool::new(operational),
         })
     }
@@ -145,6 +148,19 @@ impl Firmware {
                     return Err(CardFault::NotPermitted);
                 }
                 signing::sign(&key, scheme, &input).map(CardResponse::Bytes)
+            }
+            CardRequest::Decrypt {
+                blob,
+                policy,
+                scheme,
+                input,
+            } => {
+                let key = self.unwrap_key(&blob, &policy)?;
+                if !policy.decrypt {
+                    return Err(CardFault::NotPermitted);
+                }
+                decrypt::decrypt(&key, &self.decryption, &blob, &scheme, &input)
+                    .map(CardResponse::Bytes)
             }
             CardRequest::Random { len } => {
                 if len > MAX_RANDOM {

@@ -1,0 +1,132 @@
+//! C_EncryptInit / C_Encrypt / C_EncryptUpdate / C_EncryptFinal
+//! (PKCS#11 3.0 §5.8) with RSA public keys.
+//!
+//! Encryption needs only the public key, so it runs here in the module with
+//! aws-lc-rs, like verification: no round trip beyond C_EncryptInit's
+//! attribute fetch (none at all for a cached token key), no card time spent
+//! on public operations, and the daemon never sees the plaintext. The
+//! public key's CKA_ENCRYPT must be true.
+//!
+//! RSA mechanisms are single-part (§2.1.6, §2.1.8): C_EncryptUpdate and
+//! C_EncryptFinal answer CKR_FUNCTION_NOT_SUPPORTED and end the operation.
+
+use aws_lc_rs::rsa::{
+    OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents,
+};
+use cryptoki_sys::*;
+
+use crate::entry::with_library;
+use crate::error::Error;
+use crate::ffi::{self, Fill, OutBuf};
+use crate::key_info::strip_zeros;
+use crate::rsa_crypt::{check_key, crypt_mechanism, Crypt};
+use crate::sessions::{drive, ensure_idle, Step};
+
+/// An active encryption operation.
+pub(crate) struct EncryptOp {
+    mechanism: Crypt,
+    key: PublicEncryptingKey,
+    block_len: usize,
+}
+
+impl EncryptOp {
+    /// Encrypts one message into `out`.
+    fn encrypt(&self, data: &[u8], out: &mut OutBuf<u8>) -> Result<Step, Error> {
+        if data.len() > self.mechanism.max_message_len(self.block_len) {
+            return Err(Error::DataLenRange { len: data.len() });
+        }
+        let mut ciphertext = vec![0u8; self.block_len];
+        let written = match &self.mechanism {
+            Crypt::Pkcs1 => Pkcs1PublicEncryptingKey::new(self.key.clone())
+                .and_then(|k| k.encrypt(data, &mut ciphertext).map(|c| c.len())),
+            Crypt::Oaep { hash, label } => {
+                let algorithm = Crypt::oaep_algorithm(*hash).ok_or(Error::DataInvalid)?;
+                OaepPublicEncryptingKey::new(self.key.clone()).and_then(|k| {
+                    let label = (!label.is_empty()).then_some(label.as_slice());
+                    k.encrypt(algorithm, data, &mut ciphertext, label)
+                        .map(|c| c.len())
+                })
+            }
+        }
+        .map_err(|_| Error::DataInvalid)?;
+        out.put(&ciphertext[..written])?;
+        Ok(Step::Finished)
+    }
+}
+
+pub(crate) extern "C" fn fn_c_encrypt_init(
+    session: CK_SESSION_HANDLE,
+    mechanism: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    with_library(|lib| {
+        let mechanism = crypt_mechanism(&ffi::mechanism(mechanism)?)?;
+        lib.sessions.with(session, |s| {
+            ensure_idle(&s.encrypt)?;
+            let attrs = lib.keys.attrs(lib, session, s.slot, key, CKA_ENCRYPT)?;
+            let block_len = check_key(&attrs, CKO_PUBLIC_KEY, mechanism.ty())?;
+            let components = PublicKeyComponents {
+                n: attrs.modulus()?,
+                e: strip_zeros(attrs.public_exponent.as_deref().unwrap_or_default()),
+            };
+            let key: PublicEncryptingKey = components
+                .try_into()
+                .map_err(|_| Error::KeyTypeInconsistent)?;
+            s.encrypt = Some(EncryptOp {
+                mechanism,
+                key,
+                block_len,
+            });
+            Ok(())
+        })?
+    })
+}
+
+pub(crate) extern "C" fn fn_c_encrypt(
+    session: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    encrypted: *mut CK_BYTE,
+    encrypted_len: *mut CK_ULONG,
+) -> CK_RV {
+    with_library(|lib| {
+        lib.sessions.with(session, |s| {
+            drive(&mut s.encrypt, |op| {
+                let mut out = OutBuf::new(encrypted, encrypted_len)?;
+                // The ciphertext is always one block.
+                if out.prepare(op.block_len)? == Fill::LengthOnly {
+                    return Ok(Step::Continue);
+                }
+                op.encrypt(ffi::input(data, data_len)?, &mut out)
+            })
+        })?
+    })
+}
+
+/// RSA encryption is single-part.
+pub(crate) extern "C" fn fn_c_encrypt_update(
+    session: CK_SESSION_HANDLE,
+    _part: *mut CK_BYTE,
+    _part_len: CK_ULONG,
+    _encrypted: *mut CK_BYTE,
+    _encrypted_len: *mut CK_ULONG,
+) -> CK_RV {
+    with_library(|lib| {
+        lib.sessions.with(session, |s| {
+            drive(&mut s.encrypt, |_| Err(Error::FunctionNotSupported))
+        })?
+    })
+}
+
+/// RSA encryption is single-part.
+pub(crate) extern "C" fn fn_c_encrypt_final(
+    session: CK_SESSION_HANDLE,
+    _encrypted: *mut CK_BYTE,
+    _encrypted_len: *mut CK_ULONG,
+) -> CK_RV {
+    with_library(|lib| {
+        lib.sessions.with(session, |s| {
+            drive(&mut s.encrypt, |_| Err(Error::FunctionNotSupported))
+        })?
+    })
+}

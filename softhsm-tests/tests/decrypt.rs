@@ -1,0 +1,319 @@
+//! RSA encryption and decryption (CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP) against
+//! our module and SoftHSMv2.
+//!
+//! Every ciphertext the token decrypts is checked against an independent
+//! implementation: RustCrypto `rsa` encrypts to the token's public key and
+//! the token must recover the message; what the token encrypts must come
+//! back through the token's own decryption (the private key never leaves
+//! it, so that is the only way to check it).
+
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki_sys::{CKR_BUFFER_TOO_SMALL, CKR_ENCRYPTED_DATA_LEN_RANGE, CKR_OK, CK_SESSION_HANDLE};
+use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, RsaPublicKey};
+use softhsm_tests::ffi::Output;
+use softhsm_tests::keys::bytes;
+use softhsm_tests::{conformance, expect_rv, Divergence, Target};
+
+use cryptoki::error::{Error, RvError};
+use cryptoki::object::AttributeType;
+
+const MESSAGE: &[u8] = b"content-encryption key 0123456789";
+
+/// A session RSA-2048 pair whose private half may decrypt (`decrypt`) and
+/// public half encrypt.
+struct Pair {
+    public: ObjectHandle,
+    private: ObjectHandle,
+    independent: RsaPublicKey,
+}
+
+fn pair(s: &Session, decrypt: bool, encrypt: bool) -> Pair {
+    let public = [
+        Attribute::Token(false),
+        Attribute::Encrypt(encrypt),
+        Attribute::Verify(true),
+        Attribute::ModulusBits(2048.into()),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Decrypt(decrypt),
+        Attribute::Sign(false),
+    ];
+    let (public, private) = s
+        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+        .expect("C_GenerateKeyPair RSA-2048");
+    let n = bytes(s, public, AttributeType::Modulus).expect("CKA_MODULUS");
+    let e = bytes(s, public, AttributeType::PublicExponent).expect("CKA_PUBLIC_EXPONENT");
+    let independent =
+        RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).unwrap();
+    Pair {
+        public,
+        private,
+        independent,
+    }
+}
+
+fn oaep_mechanism<'a>(hash: MechanismType, mgf: PkcsMgfType, label: &'a [u8]) -> Mechanism<'a> {
+    let source = if label.is_empty() {
+        PkcsOaepSource::empty()
+    } else {
+        PkcsOaepSource::data_specified(label)
+    };
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, source))
+}
+
+/// RustCrypto's OAEP with `hash` for both the label hash and MGF1.
+fn independent_oaep(hash: MechanismType, label: &str) -> Oaep {
+    let label = label.to_string();
+    let mut padding = match hash {
+        MechanismType::SHA1 => Oaep::new::<sha1::Sha1>(),
+        MechanismType::SHA256 => Oaep::new::<sha2::Sha256>(),
+        MechanismType::SHA384 => Oaep::new::<sha2::Sha384>(),
+        MechanismType::SHA512 => Oaep::new::<sha2::Sha512>(),
+        other => panic!("no independent OAEP for {other}"),
+    };
+    if !label.is_empty() {
+        padding.label = Some(label);
+    }
+    padding
+}
+
+const OAEP_HASHES: [(MechanismType, PkcsMgfType); 4] = [
+    (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+    (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+    (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+    (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+];
+
+fn pkcs1_round_trips_and_independent_ciphertexts(t: &Target) {
+    let s = t.user_session();
+    let k = pair(&s, true, true);
+    let mut rng = rsa::rand_core::OsRng;
+    let theirs = k
+        .independent
+        .encrypt(&mut rng, Pkcs1v15Encrypt, MESSAGE)
+        .unwrap();
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcs, k.private, &theirs).unwrap(),
+        MESSAGE
+    );
+    let ours = s.encrypt(&Mechanism::RsaPkcs, k.public, MESSAGE).unwrap();
+    assert_eq!(ours.len(), 256);
+    assert_ne!(ours, theirs, "PKCS#1 v1.5 encryption is randomised");
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcs, k.private, &ours).unwrap(),
+        MESSAGE
+    );
+    // The longest message one block carries, and one byte more.
+    let longest = vec![0x5a; 245];
+    let c = s.encrypt(&Mechanism::RsaPkcs, k.public, &longest).unwrap();
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcs, k.private, &c).unwrap(),
+        longest
+    );
+    let too_long = s.encrypt(&Mechanism::RsaPkcs, k.public, &[0x5a; 246]);
+    if t.diverges(Divergence::SoftHsmRsaErrorsAreGeneral) {
+        expect_rv(too_long, RvError::GeneralError);
+    } else {
+        expect_rv(too_long, RvError::DataLenRange);
+    }
+}
+
+fn oaep_round_trips_for_every_hash_and_label(t: &Target) {
+    let s = t.user_session();
+    let k = pair(&s, true, true);
+    let mut rng = rsa::rand_core::OsRng;
+    for (hash, mgf) in OAEP_HASHES {
+        for label in ["", "S/MIME label"] {
+            let m = oaep_mechanism(hash, mgf, label.as_bytes());
+            let theirs = k
+                .independent
+                .encrypt(&mut rng, independent_oaep(hash, label), MESSAGE)
+                .unwrap();
+            match s.decrypt(&m, k.private, &theirs) {
+                Ok(plain) => assert_eq!(plain, MESSAGE, "{hash} label {label:?}"),
+                Err(Error::Pkcs11(rv, _)) => {
+                    let limited = hash != MechanismType::SHA1 || !label.is_empty();
+                    assert!(
+                        limited && t.diverges(Divergence::SoftHsmOaepOnlySha1WithoutLabel),
+                        "{hash} label {label:?}: {rv:?}"
+                    );
+                    // CKR_ARGUMENTS_BAD for a label, CKR_GENERAL_ERROR for
+                    // a SHA-2 ciphertext decrypted as SHA-1.
+                    assert!(
+                        matches!(rv, RvError::ArgumentsBad | RvError::GeneralError),
+                        "{rv:?}"
+                    );
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let ours = s.encrypt(&m, k.public, MESSAGE).unwrap();
+            assert_eq!(s.decrypt(&m, k.private, &ours).unwrap(), MESSAGE);
+            // The label is bound: another one does not decrypt.
+            let other = oaep_mechanism(hash, mgf, b"another label");
+            let mislabelled = s.decrypt(&other, k.private, &ours);
+            if t.diverges(Divergence::SoftHsmOaepOnlySha1WithoutLabel) {
+                assert_eq!(mislabelled.unwrap(), MESSAGE);
+            } else {
+                expect_rv(mislabelled, RvError::EncryptedDataInvalid);
+            }
+        }
+    }
+}
+
+fn oaep_parameters_the_token_lacks_are_refused(t: &Target) {
+    let s = t.user_session();
+    let k = pair(&s, true, true);
+    let want = if t.diverges(Divergence::SoftHsmOaepOnlySha1WithoutLabel) {
+        RvError::ArgumentsBad
+    } else {
+        RvError::MechanismParamInvalid
+    };
+    for (hash, mgf) in [
+        // aws-lc-rs offers neither SHA-224 OAEP nor a MGF1 hash other than
+        // the label hash.
+        (MechanismType::SHA224, PkcsMgfType::MGF1_SHA224),
+        (MechanismType::SHA256, PkcsMgfType::MGF1_SHA1),
+        (MechanismType::SHA1, PkcsMgfType::MGF1_SHA256),
+    ] {
+        let m = oaep_mechanism(hash, mgf, b"");
+        expect_rv(s.decrypt_init(&m, k.private), want);
+        expect_rv(s.encrypt_init(&m, k.public), want);
+    }
+}
+
+fn usage_flags_are_enforced(t: &Target) {
+    let s = t.user_session();
+    let k = pair(&s, false, false);
+    expect_rv(
+        s.decrypt_init(&Mechanism::RsaPkcs, k.private),
+        RvError::KeyFunctionNotPermitted,
+    );
+    expect_rv(
+        s.encrypt_init(&Mechanism::RsaPkcs, k.public),
+        RvError::KeyFunctionNotPermitted,
+    );
+    let info = t
+        .pkcs11()
+        .get_mechanism_info(t.slot(), MechanismType::RSA_PKCS_OAEP)
+        .unwrap();
+    assert!(info.encrypt() && info.decrypt(), "{info:?}");
+    assert!(info.min_key_size() <= 2048 && info.max_key_size() >= 4096);
+    let info = t
+        .pkcs11()
+        .get_mechanism_info(t.slot(), MechanismType::RSA_PKCS)
+        .unwrap();
+    assert!(info.encrypt() && info.decrypt() && info.sign(), "{info:?}");
+}
+
+fn handle(s: &Session) -> CK_SESSION_HANDLE {
+    s.handle()
+}
+
+fn length_queries_short_buffers_and_bad_lengths(t: &Target) {
+    let s = t.user_session();
+    let k = pair(&s, true, true);
+    let c = s.encrypt(&Mechanism::RsaPkcs, k.public, MESSAGE).unwrap();
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    let query = t.raw().decrypt(handle(&s), &c, Output::Null);
+    assert_eq!(query.rv, CKR_OK);
+    // At least the message; ours answers the most one block carries
+    // (k - 11), SoftHSMv2 the modulus length.
+    assert!(
+        (MESSAGE.len() as u64..=256).contains(&query.len),
+        "{query:?}"
+    );
+    let small = t
+        .raw()
+        .decrypt(handle(&s), &c, Output::Bytes(MESSAGE.len() - 1));
+    assert_eq!(small.rv, CKR_BUFFER_TOO_SMALL);
+    assert!(small.len >= MESSAGE.len() as u64);
+    // Still active after CKR_BUFFER_TOO_SMALL.
+    let done = t.raw().decrypt(handle(&s), &c, Output::Bytes(256));
+    assert_eq!((done.rv, done.bytes.as_slice()), (CKR_OK, MESSAGE));
+    // Finished now.
+    let want = if t.diverges(Divergence::SoftHsmRsaErrorsAreGeneral) {
+        cryptoki_sys::CKR_GENERAL_ERROR
+    } else {
+        CKR_ENCRYPTED_DATA_LEN_RANGE
+    };
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    assert_eq!(
+        t.raw()
+            .decrypt(handle(&s), &c[..255], Output::Bytes(256))
+            .rv,
+        want
+    );
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    let long = [c.as_slice(), &[0]].concat();
+    assert_eq!(
+        t.raw().decrypt(handle(&s), &long, Output::Bytes(256)).rv,
+        want
+    );
+    // The wrong length ended the operation.
+    assert_eq!(
+        t.raw().decrypt(handle(&s), &c, Output::Bytes(256)).rv,
+        cryptoki_sys::CKR_OPERATION_NOT_INITIALIZED
+    );
+}
+
+fn invalid_ciphertexts(t: &Target) {
+    let s = t.user_session();
+    let k = pair(&s, true, true);
+    // A block whose PKCS#1 v1.5 padding is (all but certainly) invalid.
+    let garbage = vec![0x42; 256];
+    let first = s.decrypt(&Mechanism::RsaPkcs, k.private, &garbage);
+    if t.diverges(Divergence::SoftHsmPkcs1PaddingOracle) {
+        expect_rv(first, RvError::GeneralError);
+    } else {
+        // Implicit rejection: a synthetic message, the same every time.
+        let first = first.expect("implicit rejection answers CKR_OK");
+        assert!(first.len() <= 245);
+        let again = s.decrypt(&Mechanism::RsaPkcs, k.private, &garbage).unwrap();
+        assert_eq!(first, again);
+    }
+    let m = oaep_mechanism(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1, b"");
+    let oaep = s.decrypt(&m, k.private, &garbage);
+    if t.diverges(Divergence::SoftHsmRsaErrorsAreGeneral) {
+        expect_rv(oaep, RvError::GeneralError);
+    } else {
+        expect_rv(oaep, RvError::EncryptedDataInvalid);
+    }
+}
+
+fn rsa_is_single_part(t: &Target) {
+    let s = t.user_session();
+    let k = pair(&s, true, true);
+    let keeps = t.diverges(Divergence::SoftHsmFailedUpdateKeepsOperation);
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    expect_rv(s.decrypt_update(&[0; 256]), RvError::FunctionNotSupported);
+    let again = s.decrypt_init(&Mechanism::RsaPkcs, k.private);
+    if keeps {
+        expect_rv(again, RvError::OperationActive);
+        return;
+    }
+    again.expect("the failed update ended the operation");
+    expect_rv(s.decrypt_final(), RvError::FunctionNotSupported);
+    s.encrypt_init(&Mechanism::RsaPkcs, k.public).unwrap();
+    expect_rv(s.encrypt_update(MESSAGE), RvError::FunctionNotSupported);
+    s.encrypt_init(&Mechanism::RsaPkcs, k.public)
+        .expect("the failed update ended the operation");
+    expect_rv(s.encrypt_final(), RvError::FunctionNotSupported);
+}
+
+conformance!(ready =>
+    pkcs1_round_trips_and_independent_ciphertexts,
+    oaep_round_trips_for_every_hash_and_label,
+    oaep_parameters_the_token_lacks_are_refused,
+    usage_flags_are_enforced,
+    length_queries_short_buffers_and_bad_lengths,
+    invalid_ciphertexts,
+    rsa_is_single_part,
+);
