@@ -12,7 +12,7 @@ step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 step "Debian packages"
-packages=(softhsm2 opensc openssl poppler-utils libnss3-tools python3-venv dpkg-dev p11-kit p11-kit-modules gnutls-bin strace systemd libengine-pkcs11-openssl openjdk-17-jdk-headless)
+packages=(softhsm2 opensc openssl poppler-utils libnss3-tools python3-venv dpkg-dev p11-kit p11-kit-modules gnutls-bin strace systemd libengine-pkcs11-openssl openjdk-17-jdk-headless xxd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

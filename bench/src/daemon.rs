@@ -134,6 +134,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGTERM and wait; SIGKILL past the deadline. Returns whether the
     /// daemon exited on its own.
     pub fn stop(&mut self) -> bool {

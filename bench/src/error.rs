@@ -99,6 +99,8 @@ pub enum BenchError {
         /// What it printed on stderr.
         stderr: Vec<u8>,
     },
+    /// The soak scenario's admin load saw something wrong.
+    Soak(&'static str),
     /// A found-object count was not the one object created with that label or id.
     FindMismatch {
         /// The module.
@@ -179,6 +181,7 @@ impl fmt::Display for BenchError {
                 "openssl pkeyutl -verify exited with {status}: {}",
                 String::from_utf8_lossy(stderr).trim()
             ),
+            BenchError::Soak(what) => write!(f, "soak: {what}"),
             BenchError::FindMismatch {
                 source_kind,
                 index,

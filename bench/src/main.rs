@@ -16,6 +16,7 @@ mod inprocess;
 mod measure;
 mod options;
 mod report;
+mod soak;
 mod source;
 mod token;
 mod verify;
@@ -23,6 +24,7 @@ mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use aws_lc_rs::digest::Digest;
 
@@ -169,6 +171,8 @@ fn bench(options: &Options, command_line: &str) -> Result<bool, BenchError> {
     let ok = if options.find {
         find_scenario(options, &tokens)?;
         true
+    } else if let Some(duration) = options.soak {
+        soak_scenario(options, duration, &mut tokens, &daemon, scratch.path())?
     } else {
         signing(options, &mut tokens, scratch.path())?
     };
@@ -332,6 +336,33 @@ fn checked(
     let outcome = run?;
     verifier.check(spec.source, spec.op, public, spec.seed, &outcome.samples)?;
     Ok(outcome.stats)
+}
+
+fn soak_scenario(
+    options: &Options,
+    duration: Duration,
+    tokens: &mut [Token],
+    daemon: &Option<Daemon>,
+    scratch: &Path,
+) -> Result<bool, BenchError> {
+    let (Some(token), Some(pid)) = (
+        tokens.iter_mut().find(|t| t.source() == Source::Ours),
+        daemon.as_ref().and_then(Daemon::pid),
+    ) else {
+        eprintln!("mesign-bench: --soak measures our stack: use --module ours");
+        return Ok(false);
+    };
+    for op in &options.ops {
+        token.ensure_key(op.key_kind())?;
+    }
+    let threads = options.threads.iter().copied().max().unwrap_or(4);
+    let mut verifier = Verifier::new(scratch);
+    let ok = soak::run(token, &options.ops, threads, duration, pid, &mut verifier)?;
+    println!(
+        "\n{} sampled signatures verified independently.",
+        verifier.verified()
+    );
+    Ok(ok)
 }
 
 fn find_scenario(options: &Options, tokens: &[Token]) -> Result<(), BenchError> {

@@ -1,6 +1,7 @@
 //! The command line: `mesign-bench [--module ours|softhsm|both] [--threads
 //! 1,2,4,16] [--seconds 1.5] [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384]
-//! [--profile release] [--cards 1] [--find] [--find-objects 10000]`.
+//! [--profile release] [--cards 1] [--find] [--find-objects 10000]
+//! [--soak SECONDS]`.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,13 +12,16 @@ use crate::workload::Op;
 pub const USAGE: &str = "\
 usage: mesign-bench [--module ours|softhsm|both] [--threads 1,2,4,16] [--seconds 1.5]
                     [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384] [--profile release]
-                    [--cards 1] [--find] [--find-objects 10000]
+                    [--cards 1] [--find] [--find-objects 10000] [--soak SECONDS]
 
 Signs with our PKCS#11 module and SoftHSMv2 in one run, alternating them, and
 with aws-lc-rs in-process as the ceiling for these cores; prints a Markdown
 table. --find instead creates --find-objects data objects on each token and
 measures C_FindObjects by label and by id. --cards runs our slot on that many
-emulated cards (at most 8), which the daemon spreads signing across.
+emulated cards (at most 8), which the daemon spreads signing across. --soak
+runs our stack alone under a mixed load (the --ops signed from the largest
+--threads count, plus key generation, object creation and sessions) for that
+long and prints the daemon's and cards' resident memory over time.
 
 Our module, daemon and card emulator are taken from target/<profile>; build
 them first with `cargo build --release --workspace`.";
@@ -66,6 +70,8 @@ pub struct Options {
     pub find: bool,
     /// Objects the search scenario creates per token.
     pub find_objects: usize,
+    /// Run the memory soak for this long instead of the signing grid.
+    pub soak: Option<Duration>,
     /// `--help` was given.
     pub help: bool,
 }
@@ -84,6 +90,7 @@ impl Default for Options {
             cards: 1,
             find: false,
             find_objects: 10_000,
+            soak: None,
             help: false,
         }
     }
@@ -185,6 +192,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, UsageEr
                 options.find_objects = positive(&v).ok_or_else(|| bad("--find-objects", v))?;
             }
             "--find" if inline.is_none() => options.find = true,
+            "--soak" => {
+                let v = value("--soak")?;
+                let seconds = positive(&v).ok_or_else(|| bad("--soak", v))?;
+                options.soak = Some(Duration::from_secs(seconds as u64));
+            }
             "--help" | "-h" if inline.is_none() => options.help = true,
             _ => return Err(UsageError::UnknownFlag(flag)),
         }
@@ -228,7 +240,7 @@ mod tests {
     #[test]
     fn every_flag_is_read() {
         let o = parse(args(
-            "--module ours --threads 2,8 --seconds=0.5 --rounds 1 --ops p384,rsa-pss --profile debug --cards 2 --find --find-objects 50",
+            "--module ours --threads 2,8 --seconds=0.5 --rounds 1 --ops p384,rsa-pss --profile debug --cards 2 --find --find-objects 50 --soak 60",
         ))
         .unwrap();
         assert_eq!(o.modules, Modules::Ours);
@@ -240,6 +252,7 @@ mod tests {
         assert_eq!(o.cards, 2);
         assert!(o.find);
         assert_eq!(o.find_objects, 50);
+        assert_eq!(o.soak, Some(Duration::from_secs(60)));
     }
 
     #[test]

@@ -51,6 +51,17 @@ impl SessionSource {
                 error,
             })
     }
+
+    /// A new read-write session on the benchmark token.
+    pub fn open_rw(&self) -> Result<Session, BenchError> {
+        self.pkcs11
+            .open_rw_session(self.slot)
+            .map_err(|error| BenchError::Pkcs11 {
+                source_kind: self.source,
+                step: "C_OpenSession",
+                error,
+            })
+    }
 }
 
 /// A loaded module with a ready token.

@@ -77,6 +77,23 @@ const COMMANDS: &[(&[&str], &[Spec])] = &[
     ),
     (&["audit", "show"], &[("from", true)]),
     (&["audit", "verify"], &[]),
+    (
+        &["domain", "create"],
+        &[
+            ("shares", true),
+            ("threshold", true),
+            ("out-dir", true),
+            ("passphrase-file", true),
+            ("replace", false),
+        ],
+    ),
+    (
+        &["domain", "join"],
+        &[("passphrase-file", true), ("replace", false)],
+    ),
+    (&["domain", "show"], &[]),
+    (&["backup", "export"], &[("out", true)]),
+    (&["backup", "import"], &[]),
 ];
 
 /// A parsed command line.

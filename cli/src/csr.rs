@@ -52,15 +52,18 @@ pub enum SigAlg {
     EcdsaSha512,
     RsaPkcs1Sha256,
     RsaPssSha256,
+    /// Pure Ed25519 (RFC 8410): the card signs the whole request.
+    Ed25519,
 }
 
 impl SigAlg {
     /// The algorithm for `key`, PSS if asked (RSA only).
     pub fn for_key(key: &PublicKey, pss: bool) -> Result<SigAlg, CliError> {
         match (key, pss) {
-            (PublicKey::Ec { .. }, true) => {
+            (PublicKey::Ec { .. } | PublicKey::Ed25519 { .. }, true) => {
                 Err(CliError::Usage("--rsa-pss needs an RSA key".into()))
             }
+            (PublicKey::Ed25519 { .. }, false) => Ok(SigAlg::Ed25519),
             (
                 PublicKey::Ec {
                     curve: Curve::P256, ..
@@ -109,6 +112,8 @@ impl SigAlg {
                 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65,
                 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0xa2, 0x03, 0x02, 0x01, 0x20,
             ],
+            // id-Ed25519 with absent parameters (RFC 8410 §3).
+            SigAlg::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
         }
     }
 
@@ -139,6 +144,7 @@ impl SigAlg {
                     salt_len: 32,
                 },
             ),
+            SigAlg::Ed25519 => (CKM_EDDSA, SignScheme::Ed25519),
         }
     }
 
@@ -149,6 +155,7 @@ impl SigAlg {
             SigAlg::EcdsaSha512 => &verify::ECDSA_P521_SHA512_ASN1,
             SigAlg::RsaPkcs1Sha256 => &verify::RSA_PKCS1_2048_8192_SHA256,
             SigAlg::RsaPssSha256 => &verify::RSA_PSS_2048_8192_SHA256,
+            SigAlg::Ed25519 => &verify::ED25519,
         }
     }
 
@@ -224,8 +231,13 @@ impl DynSignatureAlgorithmIdentifier for CardSigner<'_, '_> {
 
 impl CardSigner<'_, '_> {
     fn sign_on_card(&self, msg: &[u8]) -> Result<Vec<u8>, CliError> {
-        let (algorithm, _) = self.alg.digest();
-        let digest = digest::digest(algorithm, msg);
+        // Pure Ed25519 cannot sign a digest: the request itself goes.
+        let input = if self.alg == SigAlg::Ed25519 {
+            msg.to_vec()
+        } else {
+            let (algorithm, _) = self.alg.digest();
+            digest::digest(algorithm, msg).as_ref().to_vec()
+        };
         let (mechanism, scheme) = self.alg.mechanism();
         let mut session = self.session.borrow_mut();
         let handle = session.handle();
@@ -234,7 +246,7 @@ impl CardSigner<'_, '_> {
             key: self.key,
             mechanism,
             scheme,
-            input: digest.as_ref().to_vec(),
+            input,
         })? {
             ReplyBody::Bytes(signature) => signature,
             _ => return Err(CliError::UnexpectedReply),

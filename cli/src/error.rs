@@ -115,6 +115,9 @@ fn pin_sources(what: &str) -> &'static str {
     match what {
         "SO PIN" => "use --so-pin-file FILE, MESIGN_HSM_SO_PIN, or run on a terminal",
         "new PIN" => "use --new-pin-file FILE, MESIGN_HSM_NEW_PIN, or run on a terminal",
+        "passphrase" => {
+            "use --passphrase-file FILE (one per share, in order), or run on a terminal"
+        }
         _ => "use --pin-file FILE, MESIGN_HSM_PIN, or run on a terminal",
     }
 }

@@ -20,13 +20,14 @@ use crate::cert;
 use crate::client::{bytes, flag, ulong, Connection, Session};
 use crate::error::CliError;
 use crate::pin::{self, PinKind};
-use crate::public_key::{Curve, PublicKey};
+use crate::public_key::{Curve, PublicKey, ED25519_PARAMS};
 
 /// The key types `key generate --type` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
     Ec(Curve),
     Rsa(u32),
+    Ed25519,
 }
 
 impl KeyType {
@@ -39,9 +40,10 @@ impl KeyType {
             "rsa-2048" => KeyType::Rsa(2048),
             "rsa-3072" => KeyType::Rsa(3072),
             "rsa-4096" => KeyType::Rsa(4096),
+            "ed25519" => KeyType::Ed25519,
             other => {
                 return Err(CliError::Usage(format!(
-                "--type {other}: expected ec-p256, ec-p384, ec-p521, rsa-2048, rsa-3072 or rsa-4096"
+                "--type {other}: expected ec-p256, ec-p384, ec-p521, rsa-2048, rsa-3072, rsa-4096 or ed25519"
             )))
             }
         })
@@ -264,6 +266,10 @@ pub fn generate(args: &Args) -> Result<(), CliError> {
                     &x509_cert::der::Encode::to_der(&curve.oid())
                         .map_err(|e| CliError::malformed("curve OID", e))?,
                 )],
+            ),
+            KeyType::Ed25519 => (
+                CKM_EC_EDWARDS_KEY_PAIR_GEN,
+                vec![bytes(CKA_EC_PARAMS, ED25519_PARAMS)],
             ),
             KeyType::Rsa(bits) => (
                 CKM_RSA_PKCS_KEY_PAIR_GEN,
@@ -533,7 +539,8 @@ mod tests {
         assert_eq!(KeyType::parse("ec-p384").unwrap(), KeyType::Ec(Curve::P384));
         assert_eq!(KeyType::parse("rsa-4096").unwrap(), KeyType::Rsa(4096));
         assert!(KeyType::parse("rsa-1024").is_err());
-        assert!(KeyType::parse("ed25519").is_err());
+        assert_eq!(KeyType::parse("ed25519").unwrap(), KeyType::Ed25519);
+        assert!(KeyType::parse("ed448").is_err());
     }
 
     #[test]

@@ -13,9 +13,11 @@
 
 mod args;
 mod audit;
+mod backup;
 mod cert;
 mod client;
 mod csr;
+mod domain;
 mod error;
 mod keys;
 mod pin;
@@ -70,6 +72,22 @@ user allowed on the socket)
                                  verifies, but its head hash changes), or
                                  names the first bad record and exits 1
 
+Two boxes: cloning domain and backup (see the README)
+  domain create --shares N --threshold K [--out-dir DIR] [--replace]
+                                 SO: the card makes a domain key and splits
+                                 it into N share files, each sealed under its
+                                 custodian's passphrase; any K rebuild it
+  domain join SHAREFILE... [--replace]
+                                 SO: install the domain of K share files
+  domain show                    the card's domain id, or none
+  backup export --out FILE       user: every token object, keys wrapped
+                                 under the domain key, tagged by the card
+  backup import FILE             user: restore a backup of the same domain
+                                 (objects with the same class and id are
+                                 skipped and listed)
+  Passphrases: --passphrase-file FILE once per custodian / share file, in
+  order, else a prompt. --replace leaves the current domain.
+
 PINs are never command-line arguments. Each comes from a file (first line),
 else an environment variable, else a prompt without echo:
   user PIN   --pin-file FILE      MESIGN_HSM_PIN
@@ -99,6 +117,11 @@ fn run() -> Result<(), CliError> {
         ["cert", "import"] => cert::import(&args),
         ["audit", "show"] => audit::show(&args),
         ["audit", "verify"] => audit::verify(&args),
+        ["domain", "create"] => domain::create(&args),
+        ["domain", "join"] => domain::join(&args),
+        ["domain", "show"] => domain::show(&args),
+        ["backup", "export"] => backup::export(&args),
+        ["backup", "import"] => backup::import(&args),
         other => Err(CliError::Usage(format!(
             "unknown command {}",
             other.join(" ")

@@ -82,6 +82,17 @@ pub fn non_interactive(args: &Args, kind: PinKind) -> Result<Option<Pin>, CliErr
     }
 }
 
+/// The first line of `path` as a secret (a custodian's passphrase file).
+pub fn secret_from_file(path: &Path) -> Result<Pin, CliError> {
+    pin_from_file(path)
+}
+
+/// A secret read from the terminal with echo off (a custodian's
+/// passphrase).
+pub fn prompt_secret(prompt: &str) -> std::io::Result<Pin> {
+    prompt_pin(prompt)
+}
+
 /// The first line of `path`, without its line ending.
 fn pin_from_file(path: &Path) -> Result<Pin, CliError> {
     let file = File::open(path).map_err(|e| CliError::File(path.to_path_buf(), e))?;

@@ -14,6 +14,11 @@ use crate::error::CliError;
 pub const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// id-ecPublicKey (RFC 5480).
 pub const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// id-Ed25519 (RFC 8410), the SPKI algorithm and the signature algorithm.
+pub const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+/// CKA_EC_PARAMS for Ed25519 as pkcs11-tool and the token write it: the
+/// PrintableString "edwards25519".
+pub const ED25519_PARAMS: &[u8] = b"\x13\x0cedwards25519";
 
 /// The named curves the card supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub enum PublicKey {
     Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
     /// A named curve and its uncompressed point.
     Ec { curve: Curve, point: Vec<u8> },
+    /// The 32-byte encoded Ed25519 point (RFC 8032).
+    Ed25519 { point: Vec<u8> },
 }
 
 impl PublicKey {
@@ -106,7 +113,22 @@ impl PublicKey {
                 }
                 Ok(PublicKey::Ec { curve, point })
             }
-            _ => Err(bad("neither an RSA nor an EC key")),
+            CKK_EC_EDWARDS => {
+                let params = ec_params.ok_or_else(|| bad("no CKA_EC_PARAMS"))?;
+                if params != ED25519_PARAMS && params != ED25519.to_der().unwrap_or_default() {
+                    return Err(bad("an Edwards curve other than Ed25519"));
+                }
+                let point = ec_point.ok_or_else(|| bad("no CKA_EC_POINT"))?;
+                let point = match OctetString::from_der(point) {
+                    Ok(os) => os.as_bytes().to_vec(),
+                    Err(_) => point.to_vec(),
+                };
+                if point.len() != 32 {
+                    return Err(bad("CKA_EC_POINT is not a 32-byte Ed25519 point"));
+                }
+                Ok(PublicKey::Ed25519 { point })
+            }
+            _ => Err(bad("neither an RSA, EC nor Ed25519 key")),
         }
     }
 
@@ -140,6 +162,13 @@ impl PublicKey {
             }
             Ok(PublicKey::Ec {
                 curve,
+                point: bits.to_vec(),
+            })
+        } else if spki.algorithm.oid == ED25519 {
+            if spki.algorithm.parameters.is_some() || bits.len() != 32 {
+                return Err(bad("not an Ed25519 key (RFC 8410)"));
+            }
+            Ok(PublicKey::Ed25519 {
                 point: bits.to_vec(),
             })
         } else {
@@ -176,6 +205,13 @@ impl PublicKey {
                 },
                 point.clone(),
             ),
+            PublicKey::Ed25519 { point } => (
+                AlgorithmIdentifierOwned {
+                    oid: ED25519,
+                    parameters: None,
+                },
+                point.clone(),
+            ),
         };
         SubjectPublicKeyInfoOwned {
             algorithm,
@@ -196,6 +232,7 @@ impl PublicKey {
         match self {
             PublicKey::Rsa { modulus, .. } => format!("rsa-{}", bit_length(modulus)),
             PublicKey::Ec { curve, .. } => format!("ec-p{}", curve.bits()),
+            PublicKey::Ed25519 { .. } => "ed25519".into(),
         }
     }
 }
@@ -266,6 +303,39 @@ mod tests {
         assert_eq!(&inner[..4], &[0x30, 0x82, 0x01, 0x0a]);
         assert_eq!(&inner[4..9], &[0x02, 0x82, 0x01, 0x01, 0x00]);
         assert_eq!(PublicKey::from_spki(&spki).unwrap(), key);
+    }
+
+    #[test]
+    fn ed25519_key_round_trips_through_attributes_and_spki() {
+        let mut der_point = vec![0x04, 0x20];
+        der_point.extend_from_slice(&[0xab; 32]);
+        let key = PublicKey::from_attributes(
+            CKK_EC_EDWARDS,
+            None,
+            None,
+            Some(ED25519_PARAMS),
+            Some(&der_point),
+        )
+        .unwrap();
+        assert_eq!(key.kind(), "ed25519");
+        // RFC 8410 §10.1: SEQUENCE { SEQUENCE { id-Ed25519 }, BIT STRING }.
+        let spki = key.spki_der().unwrap();
+        assert_eq!(
+            &spki[..12],
+            &[0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]
+        );
+        assert_eq!(&spki[12..], &[0xab; 32]);
+        let parsed = SubjectPublicKeyInfoOwned::from_der(&spki).unwrap();
+        assert_eq!(PublicKey::from_spki(&parsed).unwrap(), key);
+        let ed448 = b"\x13\x0aedwards448";
+        assert!(PublicKey::from_attributes(
+            CKK_EC_EDWARDS,
+            None,
+            None,
+            Some(ed448),
+            Some(&der_point)
+        )
+        .is_err());
     }
 
     #[test]

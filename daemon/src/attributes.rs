@@ -7,8 +7,9 @@
 //! store, so its rules are tested directly.
 //!
 //! Documented decisions:
-//! - Private and secret keys cannot be created from a template: keys are
-//!   generated on the card (CKR_TEMPLATE_INCONSISTENT).
+//! - Private keys cannot be created from a template: keys are generated on
+//!   the card (CKR_TEMPLATE_INCONSISTENT). Secret keys may be, through
+//!   [`secret_keys`]: the card wraps the value.
 //! - A card key's usage flags (CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP,
 //!   CKA_DERIVE) are fixed at generation, because the card binds them to the
 //!   key blob; changing them is CKR_ATTRIBUTE_READ_ONLY. CKA_SENSITIVE and
@@ -32,6 +33,10 @@ use pci_driver_shim::command::{Curve, KeySpec, PublicKey};
 
 use crate::error::HsmError;
 
+// Secret key templates; a child module so that it shares the helpers below.
+#[path = "secret_keys.rs"]
+pub mod secret_keys;
+
 /// Attributes in wire form, by type.
 pub type AttrMap = BTreeMap<u64, Vec<u8>>;
 
@@ -39,6 +44,11 @@ pub type AttrMap = BTreeMap<u64, Vec<u8>>;
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 const P521_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+/// CKA_EC_PARAMS naming Ed25519 (PKCS#11 3.0 §2.3.10): the OID 1.3.101.112
+/// or the curve's name as a DER PrintableString (what pkcs11-tool and
+/// SoftHSMv2 send).
+const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 
 const COMMON: &[u64] = &[
     CKA_CLASS,
@@ -102,6 +112,26 @@ const PRIVATE_KEY: &[u64] = &[
     CKA_ALWAYS_AUTHENTICATE,
     CKA_PUBLIC_KEY_INFO,
 ];
+/// CKO_SECRET_KEY's own attributes (after [`KEY`]).
+const SECRET_KEY: &[u64] = &[
+    CKA_SENSITIVE,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_CHECK_VALUE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_TRUSTED,
+    CKA_VALUE,
+    CKA_VALUE_LEN,
+];
+/// A secret key's value and what follows from it: never changed.
+const SECRET_DERIVED: &[u64] = &[CKA_VALUE, CKA_VALUE_LEN, CKA_CHECK_VALUE];
 const RSA_PUBLIC: &[u64] = &[CKA_MODULUS, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT];
 const RSA_PRIVATE: &[u64] = &[CKA_MODULUS, CKA_PUBLIC_EXPONENT];
 const EC_KEY: &[u64] = &[CKA_EC_PARAMS, CKA_EC_POINT];
@@ -153,8 +183,17 @@ const CERTIFICATE_DERIVED: &[u64] = &[
     CKA_CHECK_VALUE,
 ];
 
-/// Usage flags bound into a card key's policy.
-const CARD_USAGE: &[u64] = &[CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE];
+/// Usage flags bound into a card key's policy (the last three only exist on
+/// secret keys among card keys).
+const CARD_USAGE: &[u64] = &[
+    CKA_SIGN,
+    CKA_DECRYPT,
+    CKA_UNWRAP,
+    CKA_DERIVE,
+    CKA_ENCRYPT,
+    CKA_VERIFY,
+    CKA_WRAP,
+];
 
 /// Reads a template from the wire: checks each value's form and refuses
 /// duplicates that disagree.
@@ -215,7 +254,7 @@ fn allowed_types(class: u64, key_type: Option<u64>) -> Vec<u64> {
             types.extend_from_slice(PUBLIC_KEY);
             match key_type {
                 Some(CKK_RSA) => types.extend_from_slice(RSA_PUBLIC),
-                Some(CKK_EC) => types.extend_from_slice(EC_KEY),
+                Some(CKK_EC | CKK_EC_EDWARDS) => types.extend_from_slice(EC_KEY),
                 _ => {}
             }
         }
@@ -224,9 +263,13 @@ fn allowed_types(class: u64, key_type: Option<u64>) -> Vec<u64> {
             types.extend_from_slice(PRIVATE_KEY);
             match key_type {
                 Some(CKK_RSA) => types.extend_from_slice(RSA_PRIVATE),
-                Some(CKK_EC) => types.extend_from_slice(EC_KEY),
+                Some(CKK_EC | CKK_EC_EDWARDS) => types.extend_from_slice(EC_KEY),
                 _ => {}
             }
+        }
+        CKO_SECRET_KEY => {
+            types.extend_from_slice(KEY);
+            types.extend_from_slice(SECRET_KEY);
         }
         _ => {}
     }
@@ -332,6 +375,12 @@ pub fn new_object(mut map: AttrMap, so: bool) -> Result<AttrMap, HsmError> {
                     }
                     map.insert(CKA_MODULUS_BITS, attr::ulong_value(bits));
                 }
+                CKK_EC_EDWARDS => {
+                    ed25519_params(require(&map, CKA_EC_PARAMS)?)?;
+                    let point = require(&map, CKA_EC_POINT)?;
+                    let raw = ed25519_point(point)?;
+                    map.insert(CKA_EC_POINT, ec_point_der(&raw));
+                }
                 CKK_EC => {
                     let curve = curve_of(require(&map, CKA_EC_PARAMS)?)?;
                     let point = require(&map, CKA_EC_POINT)?;
@@ -383,6 +432,7 @@ pub fn key_pair_plan(
     let key_type = match mechanism {
         CKM_RSA_PKCS_KEY_PAIR_GEN => CKK_RSA,
         CKM_EC_KEY_PAIR_GEN => CKK_EC,
+        CKM_EC_EDWARDS_KEY_PAIR_GEN => CKK_EC_EDWARDS,
         other => return Err(HsmError::MechanismInvalid(other)),
     };
     for (map, class) in [(&public, CKO_PUBLIC_KEY), (&private, CKO_PRIVATE_KEY)] {
@@ -421,6 +471,9 @@ pub fn key_pair_plan(
             }
         }
         KeySpec::Rsa { bits: bits as u32 }
+    } else if key_type == CKK_EC_EDWARDS {
+        ed25519_params(require(&public, CKA_EC_PARAMS)?)?;
+        KeySpec::Ed25519
     } else {
         KeySpec::Ec(curve_of(require(&public, CKA_EC_PARAMS)?)?)
     };
@@ -501,6 +554,15 @@ pub fn add_public_key(plan: &mut KeyPairPlan, key: &PublicKey) -> Result<(), Hsm
                 map.insert(CKA_EC_POINT, point.clone());
             }
         }
+        (PublicKey::Ed25519 { point }, KeySpec::Ed25519) if point.len() == 32 => {
+            // Both halves name the curve as pkcs11-tool does, whichever
+            // form the template used (SoftHSMv2 does the same).
+            let point = ec_point_der(point);
+            for map in [&mut plan.public, &mut plan.private] {
+                map.insert(CKA_EC_PARAMS, ED25519_NAME.to_vec());
+                map.insert(CKA_EC_POINT, point.clone());
+            }
+        }
         _ => {
             return Err(HsmError::Card(crate::card::CardFailure::UnexpectedResponse));
         }
@@ -575,7 +637,10 @@ fn check_change(
         // Restating a value is not a change; tools do it routinely.
         return Ok(());
     }
-    if fixed.contains(&ty) || (class == CKO_CERTIFICATE && CERTIFICATE_DERIVED.contains(&ty)) {
+    if fixed.contains(&ty)
+        || (class == CKO_CERTIFICATE && CERTIFICATE_DERIVED.contains(&ty))
+        || (class == CKO_SECRET_KEY && SECRET_DERIVED.contains(&ty))
+    {
         return Err(HsmError::AttributeReadOnly(ty));
     }
     if card_key && CARD_USAGE.contains(&ty) {
@@ -596,6 +661,10 @@ fn check_change(
 /// Answers C_GetAttributeValue for one attribute type.
 pub fn read(map: &AttrMap, ty: u64) -> AttributeValue {
     let private_key = ulong(map, CKA_CLASS) == Some(CKO_PRIVATE_KEY);
+    // The daemon has no secret key's value (see `secret_keys`).
+    if ulong(map, CKA_CLASS) == Some(CKO_SECRET_KEY) && ty == CKA_VALUE {
+        return AttributeValue::Sensitive;
+    }
     if private_key && PRIVATE_COMPONENTS.contains(&ty) {
         let hidden =
             flag(map, CKA_SENSITIVE) != Some(false) || flag(map, CKA_EXTRACTABLE) != Some(true);
@@ -653,6 +722,25 @@ pub fn curve_of(params: &[u8]) -> Result<Curve, HsmError> {
         p if p == P384_OID => Ok(Curve::P384),
         p if p == P521_OID => Ok(Curve::P521),
         _ => Err(HsmError::CurveNotSupported),
+    }
+}
+
+/// Checks that CKA_EC_PARAMS names Ed25519 (Ed448 is not offered).
+pub fn ed25519_params(params: &[u8]) -> Result<(), HsmError> {
+    if params == ED25519_OID || params == ED25519_NAME {
+        Ok(())
+    } else {
+        Err(HsmError::CurveNotSupported)
+    }
+}
+
+/// The 32-byte Ed25519 point of an imported CKA_EC_POINT: a DER OCTET
+/// STRING around it, or (as PKCS#11 3.0's text reads) the bare bytes.
+fn ed25519_point(value: &[u8]) -> Result<Vec<u8>, HsmError> {
+    match value {
+        [0x04, 0x20, point @ ..] if point.len() == 32 => Ok(point.to_vec()),
+        point if point.len() == 32 => Ok(point.to_vec()),
+        _ => Err(HsmError::AttributeValueInvalid(CKA_EC_POINT)),
     }
 }
 
@@ -941,6 +1029,64 @@ mod tests {
             rv(key_pair_plan(CKM_SHA256, p256(), AttrMap::new())),
             CKR_MECHANISM_INVALID
         );
+    }
+
+    #[test]
+    fn ed25519_pairs_accept_the_name_or_the_oid_and_store_the_name() {
+        for params in [ED25519_NAME, ED25519_OID] {
+            let mut plan = key_pair_plan(
+                CKM_EC_EDWARDS_KEY_PAIR_GEN,
+                t(&[(CKA_EC_PARAMS, params.to_vec())]),
+                t(&[]),
+            )
+            .unwrap();
+            assert_eq!(plan.spec, KeySpec::Ed25519);
+            add_public_key(&mut plan, &PublicKey::Ed25519 { point: vec![9; 32] }).unwrap();
+            let mut der = vec![0x04, 0x20];
+            der.extend_from_slice(&[9; 32]);
+            for half in [&plan.public, &plan.private] {
+                assert_eq!(half.get(&CKA_EC_PARAMS).unwrap(), ED25519_NAME);
+                assert_eq!(half.get(&CKA_EC_POINT), Some(&der));
+                assert_eq!(ulong(half, CKA_KEY_TYPE), Some(CKK_EC_EDWARDS));
+            }
+        }
+        let ed448 = t(&[(CKA_EC_PARAMS, b"\x13\x0aedwards448".to_vec())]);
+        assert_eq!(
+            rv(key_pair_plan(CKM_EC_EDWARDS_KEY_PAIR_GEN, ed448, t(&[]))),
+            CKR_CURVE_NOT_SUPPORTED
+        );
+        // A P-256 curve is no Edwards curve, and the other way round.
+        let p256 = t(&[(CKA_EC_PARAMS, P256_OID.to_vec())]);
+        assert_eq!(
+            rv(key_pair_plan(CKM_EC_EDWARDS_KEY_PAIR_GEN, p256, t(&[]))),
+            CKR_CURVE_NOT_SUPPORTED
+        );
+        let ed = t(&[(CKA_EC_PARAMS, ED25519_NAME.to_vec())]);
+        assert_eq!(
+            rv(key_pair_plan(CKM_EC_KEY_PAIR_GEN, ed, t(&[]))),
+            CKR_CURVE_NOT_SUPPORTED
+        );
+        // Imported public keys: DER or bare point, stored as DER.
+        for point in [[&[0x04, 0x20][..], &[5; 32]].concat(), vec![5; 32]] {
+            let key = new_object(
+                t(&[
+                    (CKA_CLASS, u(CKO_PUBLIC_KEY)),
+                    (CKA_KEY_TYPE, u(CKK_EC_EDWARDS)),
+                    (CKA_EC_PARAMS, ED25519_OID.to_vec()),
+                    (CKA_EC_POINT, point),
+                ]),
+                false,
+            )
+            .unwrap();
+            assert_eq!(key.get(&CKA_EC_POINT).unwrap().len(), 34);
+        }
+        let short = t(&[
+            (CKA_CLASS, u(CKO_PUBLIC_KEY)),
+            (CKA_KEY_TYPE, u(CKK_EC_EDWARDS)),
+            (CKA_EC_PARAMS, ED25519_NAME.to_vec()),
+            (CKA_EC_POINT, vec![0x04, 0x1f, 1]),
+        ]);
+        assert_eq!(rv(new_object(short, false)), CKR_ATTRIBUTE_VALUE_INVALID);
     }
 
     #[test]

@@ -78,11 +78,39 @@ pub mod fake {
                             point.resize(1 + 2 * curve.scalar_len(), 7);
                             PublicKey::Ec { curve, point }
                         }
+                        KeySpec::Ed25519 => PublicKey::Ed25519 { point: vec![7; 32] },
+                        // Secret keys are not pairs; the real card refuses.
+                        KeySpec::Aes { .. } | KeySpec::GenericSecret { .. } => {
+                            return Err(CardFailure::Fault(
+                                pci_driver_shim::command::CardFault::BadParameters,
+                            ))
+                        }
                     },
                 },
                 CardRequest::Sign { input, .. } => CardResponse::Bytes(input.clone()),
                 CardRequest::Random { len } => CardResponse::Bytes(vec![0x5a; *len as usize]),
                 CardRequest::Decrypt { input, .. } => CardResponse::Bytes(input[..8].to_vec()),
+                CardRequest::GenerateSecret { policy }
+                | CardRequest::ImportSecret { policy, .. } => CardResponse::SecretKey {
+                    blob: policy.object_id.to_le_bytes().to_vec(),
+                    check_value: vec![1, 2, 3],
+                },
+                CardRequest::Cipher { input, .. } => CardResponse::Bytes(input.clone()),
+                // The fake card is in no cloning domain.
+                CardRequest::DomainInfo => CardResponse::Domain { id: None },
+                CardRequest::DomainCreate { .. }
+                | CardRequest::DomainJoin { .. }
+                | CardRequest::ExportKey { .. }
+                | CardRequest::ImportKey { .. }
+                | CardRequest::BackupTag { .. } => {
+                    return Err(CardFailure::Fault(
+                        pci_driver_shim::command::CardFault::NoDomain,
+                    ))
+                }
+                CardRequest::Mac { expected, .. } => match expected {
+                    Some(tag) => CardResponse::Verified(tag.iter().all(|&b| b == 0x5a)),
+                    None => CardResponse::Bytes(vec![0x5a; 16]),
+                },
             })
         }
 

@@ -60,6 +60,10 @@ pub enum HsmError {
     EncryptedDataLenRange(usize),
     /// A ciphertext that does not decrypt (OAEP decoding failed).
     EncryptedDataInvalid,
+    /// A MAC did not verify.
+    SignatureInvalid,
+    /// A MAC of the wrong length was offered for verification.
+    SignatureLenRange(usize),
     /// The request contradicts itself (e.g. a sign scheme that does not fit
     /// the mechanism): a module bug rather than an application error.
     ArgumentsBad,
@@ -116,6 +120,8 @@ impl HsmError {
             HsmError::DataLenRange(_) => CKR_DATA_LEN_RANGE,
             HsmError::EncryptedDataLenRange(_) => CKR_ENCRYPTED_DATA_LEN_RANGE,
             HsmError::EncryptedDataInvalid => CKR_ENCRYPTED_DATA_INVALID,
+            HsmError::SignatureInvalid => CKR_SIGNATURE_INVALID,
+            HsmError::SignatureLenRange(_) => CKR_SIGNATURE_LEN_RANGE,
             HsmError::ArgumentsBad => CKR_ARGUMENTS_BAD,
             HsmError::OperationNotInitialized => CKR_OPERATION_NOT_INITIALIZED,
             HsmError::ProtocolVersion(_) => CKR_DEVICE_ERROR,
@@ -140,6 +146,10 @@ fn card_rv(failure: CardFailure) -> u64 {
             CardFault::BadBlob => CKR_DEVICE_ERROR,
             CardFault::SelfTestFailed => CKR_DEVICE_ERROR,
             CardFault::Internal => CKR_DEVICE_ERROR,
+            // Domain commands (see the CLI's `domain` and `backup`).
+            CardFault::ShareRefused => CKR_ENCRYPTED_DATA_INVALID,
+            CardFault::NoDomain => CKR_KEY_NEEDED,
+            CardFault::DomainExists => CKR_ACTION_PROHIBITED,
         },
         CardFailure::Timeout => CKR_DEVICE_ERROR,
         CardFailure::Gone => CKR_DEVICE_REMOVED,

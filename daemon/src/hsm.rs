@@ -22,6 +22,12 @@ use pci_driver_shim::command::{
 // and object checks below.
 #[path = "decrypt.rs"]
 mod decrypt;
+// Secret keys: generation, import, AES and MACs on the card.
+#[path = "symmetric.rs"]
+mod symmetric;
+// The cloning domain and backups.
+#[path = "backup.rs"]
+mod backup;
 
 use crate::attributes::{self, AttrMap};
 use crate::audit::{Audit, Event, ObjectName, Role};
@@ -342,9 +348,57 @@ impl Hsm {
                 apps.take_context_login(app, session);
                 Ok(ReplyBody::Done)
             }
-            RequestBody::CreateObject { session, template } => self
-                .create_object(app, session, &template)
+            RequestBody::CreateObject {
+                session,
+                mut template,
+            } => {
+                let created = self.create_object(app, session, &template);
+                attributes::secret_keys::zeroize_values(&mut template);
+                created.map(ReplyBody::Object)
+            }
+            RequestBody::GenerateKey {
+                session,
+                mechanism,
+                template,
+            } => self
+                .generate_key(app, session, mechanism, &template)
                 .map(ReplyBody::Object),
+            RequestBody::SecretEncrypt {
+                session,
+                key,
+                mechanism,
+                params,
+                input,
+            } => self
+                .secret_crypt(app, session, key, mechanism, &params, &input, true)
+                .map(ReplyBody::Bytes),
+            RequestBody::SecretDecrypt {
+                session,
+                key,
+                mechanism,
+                params,
+                input,
+            } => self
+                .secret_crypt(app, session, key, mechanism, &params, &input, false)
+                .map(ReplyBody::Bytes),
+            RequestBody::MacSign {
+                session,
+                key,
+                mechanism,
+                input,
+            } => self
+                .mac(app, session, key, mechanism, &input, None)?
+                .map(ReplyBody::Bytes)
+                .ok_or(HsmError::Card(CardFailure::UnexpectedResponse)),
+            RequestBody::MacVerify {
+                session,
+                key,
+                mechanism,
+                input,
+                mac,
+            } => self
+                .mac(app, session, key, mechanism, &input, Some(&mac))
+                .map(|_| ReplyBody::Done),
             RequestBody::CopyObject {
                 session,
                 object,
@@ -426,6 +480,30 @@ impl Hsm {
                 self.view(app, session).map(|_| ReplyBody::Done)
             }
             RequestBody::Status => Ok(ReplyBody::Status(self.status())),
+            RequestBody::DomainCreate {
+                session,
+                threshold,
+                passphrases,
+                replace,
+            } => self
+                .domain_create(app, session, threshold, passphrases, replace)
+                .map(ReplyBody::DomainShares),
+            RequestBody::DomainJoin {
+                session,
+                shares,
+                replace,
+            } => self
+                .domain_join(app, session, shares, replace)
+                .map(|id| ReplyBody::Domain { id }),
+            RequestBody::DomainShow { slot } => {
+                self.domain_show(slot).map(|id| ReplyBody::Domain { id })
+            }
+            RequestBody::BackupExport { session } => {
+                self.backup_export(app, session).map(ReplyBody::Bytes)
+            }
+            RequestBody::BackupImport { session, file } => self
+                .backup_import(app, session, &file)
+                .map(|(restored, skipped)| ReplyBody::BackupImported { restored, skipped }),
             RequestBody::AuditRead { slot, from, max } => {
                 let slot = self.slot(slot)?;
                 let records = match &slot.audit {
@@ -872,6 +950,9 @@ impl Hsm {
         session: u64,
         template: &[Attribute],
     ) -> Result<u64, HsmError> {
+        if attributes::secret_keys::is_secret_key(template) {
+            return self.import_secret_key(app, session, template);
+        }
         let view = self.view(app, session)?;
         let attrs = attributes::new_object(
             attributes::parse_template(template)?,
@@ -1043,6 +1124,7 @@ impl Hsm {
             derive: plan.derive,
             sensitive: plan.sensitive,
             extractable: plan.extractable,
+            secret: None,
         };
         let (blob, public_key) = match slot.card.call(&CardRequest::GenerateKeyPair {
             policy: policy.clone(),

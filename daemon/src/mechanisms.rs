@@ -3,7 +3,7 @@
 //! uses.
 
 use cryptoki_sys::*;
-use mesign_proto::{DecryptScheme, HashAlg, MechanismInfo, SignScheme};
+use mesign_proto::{DecryptScheme, HashAlg, MechanismInfo, SignScheme, MAX_EDDSA_MESSAGE};
 use pci_driver_shim::command::{self as card, KeySpec};
 
 use crate::error::HsmError;
@@ -49,6 +49,26 @@ pub fn mechanism_list() -> Vec<MechanismInfo> {
         info(CKM_ECDSA_SHA256, 256, 521, ec_sign),
         info(CKM_ECDSA_SHA384, 256, 521, ec_sign),
         info(CKM_ECDSA_SHA512, 256, 521, ec_sign),
+        // Ed25519 only; 256 bits as SoftHSMv2 and OpenSSL count its keys.
+        info(
+            CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            256,
+            256,
+            CKF_GENERATE_KEY_PAIR | CKF_HW,
+        ),
+        info(CKM_EDDSA, 256, 256, CKF_SIGN | CKF_VERIFY | CKF_HW),
+        // Secret keys on the card: AES sizes in bytes (PKCS#11's
+        // convention for AES), generic secret generation in bits (its
+        // convention), HMAC key sizes in bytes as SoftHSMv2 reports them.
+        info(CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE | CKF_HW),
+        info(CKM_GENERIC_SECRET_KEY_GEN, 8, 512, CKF_GENERATE | CKF_HW),
+        info(CKM_AES_GCM, 16, 32, CKF_ENCRYPT | CKF_DECRYPT | CKF_HW),
+        info(CKM_AES_CBC_PAD, 16, 32, CKF_ENCRYPT | CKF_DECRYPT | CKF_HW),
+        info(CKM_AES_CTR, 16, 32, CKF_ENCRYPT | CKF_DECRYPT | CKF_HW),
+        info(CKM_AES_CMAC, 16, 32, CKF_SIGN | CKF_VERIFY | CKF_HW),
+        info(CKM_SHA256_HMAC, 1, 64, CKF_SIGN | CKF_VERIFY | CKF_HW),
+        info(CKM_SHA384_HMAC, 1, 64, CKF_SIGN | CKF_VERIFY | CKF_HW),
+        info(CKM_SHA512_HMAC, 1, 64, CKF_SIGN | CKF_VERIFY | CKF_HW),
         info(CKM_SHA_1, 0, 0, CKF_DIGEST),
         info(CKM_SHA224, 0, 0, CKF_DIGEST),
         info(CKM_SHA256, 0, 0, CKF_DIGEST),
@@ -90,6 +110,9 @@ pub fn sign_scheme(
         mechanism,
         CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512
     );
+    if mechanism == CKM_EDDSA {
+        return eddsa_scheme(scheme, spec, input_len);
+    }
     if !rsa && !ec {
         return Err(HsmError::MechanismInvalid(mechanism));
     }
@@ -155,6 +178,25 @@ pub fn sign_scheme(
         // The module sent a scheme that does not belong to the mechanism.
         _ => Err(HsmError::ArgumentsBad),
     }
+}
+
+/// CKM_EDDSA: pure Ed25519 over the whole message, which must fit a card
+/// data slot.
+fn eddsa_scheme(
+    scheme: SignScheme,
+    spec: KeySpec,
+    input_len: usize,
+) -> Result<card::SignScheme, HsmError> {
+    if spec != KeySpec::Ed25519 {
+        return Err(HsmError::KeyTypeInconsistent);
+    }
+    if scheme != SignScheme::Ed25519 {
+        return Err(HsmError::ArgumentsBad);
+    }
+    if input_len > MAX_EDDSA_MESSAGE {
+        return Err(HsmError::DataLenRange(input_len));
+    }
+    Ok(card::SignScheme::Ed25519)
 }
 
 /// Checks that `scheme` fits decrypting with `mechanism` and a key of
@@ -240,6 +282,41 @@ mod tests {
         };
         assert!(sign_scheme(CKM_RSA_PKCS_PSS, pss, RSA, 48).is_ok());
         assert!(sign_scheme(CKM_SHA384_RSA_PKCS_PSS, pss, RSA, 48).is_ok());
+    }
+
+    #[test]
+    fn eddsa_needs_an_ed25519_key_and_a_slot_sized_message() {
+        let ed = KeySpec::Ed25519;
+        assert_eq!(
+            sign_scheme(CKM_EDDSA, SignScheme::Ed25519, ed, 0).unwrap(),
+            card::SignScheme::Ed25519
+        );
+        assert!(sign_scheme(CKM_EDDSA, SignScheme::Ed25519, ed, MAX_EDDSA_MESSAGE).is_ok());
+        assert_eq!(
+            rv(sign_scheme(
+                CKM_EDDSA,
+                SignScheme::Ed25519,
+                ed,
+                MAX_EDDSA_MESSAGE + 1
+            )),
+            CKR_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            rv(sign_scheme(CKM_EDDSA, SignScheme::Ed25519, EC, 5)),
+            CKR_KEY_TYPE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(sign_scheme(CKM_EDDSA, SignScheme::Ecdsa, ed, 5)),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            rv(sign_scheme(CKM_ECDSA, SignScheme::Ecdsa, ed, 32)),
+            CKR_KEY_TYPE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(sign_scheme(CKM_ECDSA, SignScheme::Ed25519, EC, 32)),
+            CKR_ARGUMENTS_BAD
+        );
     }
 
     #[test]

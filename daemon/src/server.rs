@@ -14,7 +14,8 @@
 //!
 //! Limits ([`crate::config::Limits`]): a connection must say Hello within
 //! the hello timeout and may then stay silent at most the idle timeout; a
-//! read that times out closes it like a peer that hung up.
+//! read that times out closes it like a peer that hung up. A client that
+//! does not read its replies is closed after [`WRITE_TIMEOUT`].
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +23,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesign_proto::{
     FrameError, Reply, ReplyBody, ReplyResult, Request, RequestBody, PROTOCOL_VERSION,
@@ -32,6 +34,10 @@ use crate::config::Limits;
 use crate::error::HsmError;
 use crate::hsm::{Hsm, SignCall};
 use crate::sessions::AppKey;
+
+/// How long a reply may wait for the client to make room in its socket
+/// before the connection is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Buffers above this size are released after the frame that needed them.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -128,6 +134,12 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
         return;
     }
     tracing::debug!(pid, uid, gid, "connection");
+    // A client that stops reading its replies holds its thread and its
+    // place among `max_connections` only this long.
+    if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
+        tracing::warn!(error = %e, "cannot set a write timeout; closing");
+        return;
+    }
     if let Err(e) = stream.set_read_timeout(limits.hello_timeout) {
         tracing::warn!(error = %e, "cannot set a read timeout; closing");
         return;

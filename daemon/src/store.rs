@@ -260,6 +260,7 @@ mod tests {
                     derive: false,
                     sensitive: true,
                     extractable: false,
+                    secret: None,
                 },
             }),
         }

@@ -52,25 +52,54 @@ impl Daemon {
 
     /// Sends one request and returns the daemon's successful answer; a
     /// refusal comes back as [`Error::Daemon`] with its `CK_RV`.
+    ///
+    /// A pooled connection may have been closed by a daemon that restarted
+    /// since it was last used. When sending on it fails, nothing reached
+    /// the daemon, so the request goes once more on a fresh connection: the
+    /// caller then sees the new daemon's answer (for an old session,
+    /// CKR_SESSION_HANDLE_INVALID) rather than a transport error.
     pub(crate) fn call(&self, body: RequestBody) -> Result<ReplyBody, Error> {
+        let mut request = Request {
+            version: PROTOCOL_VERSION,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            body,
+        };
+        let result = self.call_pooled(&request);
+        // PINs do not outlive the request in our memory.
+        wipe_secrets(&mut request.body);
+        match result? {
+            ReplyResult::Ok(b) => Ok(b),
+            ReplyResult::Err(rv) => Err(Error::Daemon(rv)),
+        }
+    }
+
+    fn call_pooled(&self, request: &Request) -> Result<ReplyResult, Error> {
         let idle = self
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => self.connect()?,
+        let (conn, result) = match idle {
+            Some(mut conn) => match conn.exchange(request) {
+                Err(Failed::NotSent) => {
+                    let mut fresh = self.connect()?;
+                    let result = fresh.exchange(request);
+                    (fresh, result)
+                }
+                result => (conn, result),
+            },
+            None => {
+                let mut conn = self.connect()?;
+                let result = conn.exchange(request);
+                (conn, result)
+            }
         };
-        let result = conn.exchange(self.next_id.fetch_add(1, Ordering::Relaxed), body)?;
+        let result = result.map_err(|_| Error::Transport)?;
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(conn);
-        match result {
-            ReplyResult::Ok(b) => Ok(b),
-            ReplyResult::Err(rv) => Err(Error::Daemon(rv)),
-        }
+        Ok(result)
     }
 
     /// [`Daemon::call`] through the shared pipelined connection, for
@@ -111,7 +140,12 @@ impl Daemon {
             stream,
             buf: Vec::with_capacity(512),
         };
-        match conn.exchange(0, RequestBody::Hello { app: self.app })? {
+        let hello = Request {
+            version: PROTOCOL_VERSION,
+            id: 0,
+            body: RequestBody::Hello { app: self.app },
+        };
+        match conn.exchange(&hello).map_err(|_| Error::Transport)? {
             ReplyResult::Ok(ReplyBody::Hello { .. }) => Ok(conn),
             ReplyResult::Ok(_) => Err(Error::Transport),
             ReplyResult::Err(rv) => Err(Error::Daemon(rv)),
@@ -133,25 +167,27 @@ impl Daemon {
     }
 }
 
+/// How an exchange on a connection failed.
+#[derive(Debug)]
+enum Failed {
+    /// The request did not go out: the daemon never saw it.
+    NotSent,
+    /// The request went out and no usable reply came back.
+    Lost,
+}
+
 impl Connection {
-    fn exchange(&mut self, id: u64, body: RequestBody) -> Result<ReplyResult, Error> {
-        let secret = carries_secret(&body);
-        let mut request = Request {
-            version: PROTOCOL_VERSION,
-            id,
-            body,
-        };
-        encode_frame(&request, &mut self.buf);
+    fn exchange(&mut self, request: &Request) -> Result<ReplyResult, Failed> {
+        encode_frame(request, &mut self.buf);
         let sent = self.stream.write_all(&self.buf);
-        if secret {
+        if carries_secret(&request.body) {
             self.buf.zeroize();
-            wipe_secrets(&mut request.body);
         }
-        sent.map_err(|_| Error::Transport)?;
-        let len = read_frame(&mut self.stream, &mut self.buf).map_err(|_| Error::Transport)?;
-        let reply: Reply = decode_frame_body(&self.buf[..len]).map_err(|_| Error::Transport)?;
-        if reply.id != id {
-            return Err(Error::Transport);
+        sent.map_err(|_| Failed::NotSent)?;
+        let len = read_frame(&mut self.stream, &mut self.buf).map_err(|_| Failed::Lost)?;
+        let reply: Reply = decode_frame_body(&self.buf[..len]).map_err(|_| Failed::Lost)?;
+        if reply.id != request.id {
+            return Err(Failed::Lost);
         }
         Ok(reply.result)
     }
@@ -167,7 +203,7 @@ fn carries_secret(body: &RequestBody) -> bool {
     )
 }
 
-/// PINs do not outlive the request in our memory.
+/// Overwrites the PINs a request carries.
 fn wipe_secrets(body: &mut RequestBody) {
     match body {
         RequestBody::InitToken { so_pin, .. } => so_pin.zeroize(),
@@ -236,12 +272,74 @@ mod tests {
             Error::Daemon(cryptoki_sys::CKR_PIN_INCORRECT)
         );
         assert_eq!(t.join().unwrap(), 77);
-        // The fake closed its side: the pooled connection fails, is dropped,
-        // and the next connect finds no listener.
-        assert_eq!(d.call(RequestBody::Slots).unwrap_err(), Error::Transport);
+        // The fake closed its side and stopped listening: sending on the
+        // pooled connection fails, and the fresh connection tried in its
+        // place finds nobody.
         assert_eq!(
             d.call(RequestBody::Slots).unwrap_err(),
             Error::DaemonUnreachable
         );
+    }
+
+    /// A daemon that restarted between two calls: the request that could
+    /// not be sent on the old connection goes out on a new one and is
+    /// answered there.
+    #[test]
+    fn a_request_not_sent_on_a_closed_connection_goes_on_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("s")).unwrap();
+        let t = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut served = Vec::new();
+            for _connection in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                for _request in 0..2 {
+                    let n = read_frame(&mut s, &mut buf).unwrap();
+                    let req: Request = decode_frame_body(&buf[..n]).unwrap();
+                    let result = match req.body {
+                        RequestBody::Hello { .. } => ReplyBody::Hello {
+                            daemon_version: "t".into(),
+                        },
+                        ref other => {
+                            served.push(other.clone());
+                            ReplyBody::Done
+                        }
+                    };
+                    let reply = Reply {
+                        id: req.id,
+                        result: ReplyResult::Ok(result),
+                    };
+                    write_frame(&mut s, &reply, &mut Vec::new()).unwrap();
+                }
+                // Closes this connection, as a stopping daemon would.
+            }
+            served
+        });
+        let d = Daemon::new(dir.path().join("s"), 5);
+        assert_eq!(d.call(RequestBody::Slots), Ok(ReplyBody::Done));
+        // Let the fake close the first connection before the next call.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !peer_closed(&d) {
+            assert!(std::time::Instant::now() < deadline, "fake never closed");
+            std::thread::yield_now();
+        }
+        assert_eq!(d.call(RequestBody::Status), Ok(ReplyBody::Done));
+        assert_eq!(
+            t.join().unwrap(),
+            vec![RequestBody::Slots, RequestBody::Status]
+        );
+    }
+
+    /// True when the pooled connection's peer has hung up.
+    fn peer_closed(d: &Daemon) -> bool {
+        let idle = d.idle.lock().unwrap();
+        let Some(conn) = idle.first() else {
+            return true;
+        };
+        conn.stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let closed = matches!(std::io::Read::read(&mut &conn.stream, &mut byte), Ok(0));
+        conn.stream.set_nonblocking(false).unwrap();
+        closed
     }
 }

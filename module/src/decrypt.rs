@@ -20,9 +20,13 @@
 //! plaintext, so it adds no branch of its own. OAEP failures are
 //! CKR_ENCRYPTED_DATA_INVALID.
 //!
-//! Keys with CKA_ALWAYS_AUTHENTICATE cannot decrypt yet: the daemon asks
-//! for a context-specific login that the module's C_Login accepts only for
-//! a signing operation (CKR_USER_NOT_LOGGED_IN at C_Decrypt).
+//! Keys with CKA_ALWAYS_AUTHENTICATE need a C_Login(CKU_CONTEXT_SPECIFIC)
+//! after C_DecryptInit, good for one C_Decrypt (CKR_USER_NOT_LOGGED_IN
+//! without it, as for signing). The daemon consumes the grant when it asks
+//! the card, so for such keys a buffer shorter than the length query's
+//! answer is CKR_BUFFER_TOO_SMALL before the daemon is asked: a retry
+//! after the card's answer would need another login. An operation that
+//! ends without decrypting tells the daemon to drop its unused grant.
 //!
 //! RSA decryption is single-part: C_DecryptUpdate and C_DecryptFinal answer
 //! CKR_FUNCTION_NOT_SUPPORTED and end the operation.
@@ -37,15 +41,43 @@ use crate::ffi::{self, OutBuf};
 use crate::library::Library;
 use crate::rsa_crypt::{check_key, crypt_mechanism, Crypt};
 use crate::sessions::{drive, ensure_idle, Step};
+use crate::sign::drop_context_login;
+use crate::symmetric;
 
 /// An active decryption operation.
 pub(crate) struct DecryptOp {
     key: CK_OBJECT_HANDLE,
     mechanism: Crypt,
     block_len: usize,
+    /// The key has CKA_ALWAYS_AUTHENTICATE (see the module docs).
+    always_authenticate: bool,
+    /// No C_Login(CKU_CONTEXT_SPECIFIC) has authorised this operation yet.
+    awaiting_context_login: bool,
+    /// A context-specific login authorised this operation and the daemon
+    /// holds it until a decryption uses it.
+    context_granted: bool,
 }
 
 impl DecryptOp {
+    /// Whether C_Login(CKU_CONTEXT_SPECIFIC) applies to this operation.
+    pub(crate) fn awaits_context_login(&self) -> bool {
+        self.awaiting_context_login
+    }
+
+    /// A successful C_Login(CKU_CONTEXT_SPECIFIC) authorises this operation.
+    pub(crate) fn context_login_done(&mut self) {
+        self.awaiting_context_login = false;
+        self.context_granted = true;
+    }
+
+    /// Tells the daemon to drop this operation's unused context-specific
+    /// login, if it had one (the operation ends without decrypting).
+    pub(crate) fn end_unused_context_login(&self, lib: &Library, session: CK_SESSION_HANDLE) {
+        if self.context_granted {
+            drop_context_login(lib, session);
+        }
+    }
+
     fn decrypt(
         &self,
         lib: &Library,
@@ -83,15 +115,24 @@ pub(crate) extern "C" fn fn_c_decrypt_init(
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
     with_library(|lib| {
-        let mechanism = crypt_mechanism(&ffi::mechanism(mechanism)?)?;
+        let raw = ffi::mechanism(mechanism)?;
+        if symmetric::is_cipher(raw.ty) {
+            return symmetric::cipher_init(lib, session, &raw, key, false);
+        }
+        let mechanism = crypt_mechanism(&raw)?;
         lib.sessions.with(session, |s| {
             ensure_idle(&s.decrypt)?;
+            ensure_idle(&s.secret.decrypt)?;
             let attrs = lib.keys.attrs(lib, session, s.slot, key, CKA_DECRYPT)?;
             let block_len = check_key(&attrs, CKO_PRIVATE_KEY, mechanism.ty())?;
+            let always_authenticate = attrs.always_authenticate == Some(true);
             s.decrypt = Some(DecryptOp {
                 key,
                 mechanism,
                 block_len,
+                always_authenticate,
+                awaiting_context_login: always_authenticate,
+                context_granted: false,
             });
             Ok(())
         })?
@@ -107,9 +148,14 @@ pub(crate) extern "C" fn fn_c_decrypt(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
-            drive(&mut s.decrypt, |op| {
+            if s.secret.decrypt.is_some() {
+                let (input, output) = ((encrypted, encrypted_len), (data, data_len));
+                return symmetric::crypt(lib, session, &mut s.secret.decrypt, input, output, false);
+            }
+            drive_decrypt(lib, session, &mut s.decrypt, |op| {
                 let ciphertext = ffi::input(encrypted, encrypted_len)?;
                 let mut out = OutBuf::new(data, data_len)?;
+                let max_len = op.mechanism.max_message_len(op.block_len);
                 if data.is_null() {
                     if ciphertext.len() != op.block_len {
                         return Err(Error::EncryptedDataLenRange {
@@ -117,8 +163,15 @@ pub(crate) extern "C" fn fn_c_decrypt(
                             expected: op.block_len,
                         });
                     }
-                    out.prepare(op.mechanism.max_message_len(op.block_len))?;
+                    out.prepare(max_len)?;
                     return Ok(Step::Continue);
+                }
+                if op.awaiting_context_login {
+                    return Err(Error::ContextLoginRequired);
+                }
+                if op.always_authenticate {
+                    // The grant is used up once the daemon asks the card.
+                    out.prepare(max_len)?;
                 }
                 let step = op.decrypt(lib, session, ciphertext, &mut out);
                 debug_assert!(!matches!(step, Ok(Step::Continue)));
@@ -128,7 +181,32 @@ pub(crate) extern "C" fn fn_c_decrypt(
     })
 }
 
-/// RSA decryption is single-part.
+/// [`drive`] for decryption steps, as `drive_sign` for signing: an
+/// operation a step ends with an error releases its unused
+/// context-specific login (a decryption the card answered used it up in
+/// the daemon).
+fn drive_decrypt(
+    lib: &Library,
+    session: CK_SESSION_HANDLE,
+    slot: &mut Option<DecryptOp>,
+    step: impl FnOnce(&mut DecryptOp) -> Result<Step, Error>,
+) -> Result<(), Error> {
+    let Some((key, granted)) = slot.as_ref().map(|op| (op.key, op.context_granted)) else {
+        return drive(slot, step);
+    };
+    let result = drive(slot, step);
+    if granted && slot.is_none() && result.is_err() {
+        drop_context_login(lib, session);
+    }
+    // The daemon wants a login the cached metadata did not expect: fetch
+    // the key afresh at the next C_DecryptInit.
+    if result == Err(Error::Daemon(CKR_USER_NOT_LOGGED_IN)) {
+        lib.keys.forget(key);
+    }
+    result
+}
+
+/// RSA decryption is single-part, and so is AES here.
 pub(crate) extern "C" fn fn_c_decrypt_update(
     session: CK_SESSION_HANDLE,
     _part: *mut CK_BYTE,
@@ -138,12 +216,17 @@ pub(crate) extern "C" fn fn_c_decrypt_update(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
-            drive(&mut s.decrypt, |_| Err(Error::FunctionNotSupported))
+            if s.secret.decrypt.is_some() {
+                return symmetric::single_part_only(&mut s.secret.decrypt);
+            }
+            drive_decrypt(lib, session, &mut s.decrypt, |_| {
+                Err(Error::FunctionNotSupported)
+            })
         })?
     })
 }
 
-/// RSA decryption is single-part.
+/// RSA decryption is single-part, and so is AES here.
 pub(crate) extern "C" fn fn_c_decrypt_final(
     session: CK_SESSION_HANDLE,
     _data: *mut CK_BYTE,
@@ -151,7 +234,12 @@ pub(crate) extern "C" fn fn_c_decrypt_final(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
-            drive(&mut s.decrypt, |_| Err(Error::FunctionNotSupported))
+            if s.secret.decrypt.is_some() {
+                return symmetric::single_part_only(&mut s.secret.decrypt);
+            }
+            drive_decrypt(lib, session, &mut s.decrypt, |_| {
+                Err(Error::FunctionNotSupported)
+            })
         })?
     })
 }
@@ -166,6 +254,9 @@ mod tests {
             key: 1,
             mechanism: Crypt::Pkcs1,
             block_len: 256,
+            always_authenticate: false,
+            awaiting_context_login: false,
+            context_granted: false,
         };
         // The daemon is contacted lazily; this test never reaches it.
         let lib = Library::new().unwrap();

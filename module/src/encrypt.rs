@@ -9,6 +9,9 @@
 //!
 //! RSA mechanisms are single-part (§2.1.6, §2.1.8): C_EncryptUpdate and
 //! C_EncryptFinal answer CKR_FUNCTION_NOT_SUPPORTED and end the operation.
+//!
+//! AES mechanisms with secret keys are dispatched to [`crate::symmetric`]
+//! (the card encrypts; the key is secret).
 
 use aws_lc_rs::rsa::{
     OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents,
@@ -21,6 +24,7 @@ use crate::ffi::{self, Fill, OutBuf};
 use crate::key_info::strip_zeros;
 use crate::rsa_crypt::{check_key, crypt_mechanism, Crypt};
 use crate::sessions::{drive, ensure_idle, Step};
+use crate::symmetric;
 
 /// An active encryption operation.
 pub(crate) struct EncryptOp {
@@ -60,9 +64,14 @@ pub(crate) extern "C" fn fn_c_encrypt_init(
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
     with_library(|lib| {
-        let mechanism = crypt_mechanism(&ffi::mechanism(mechanism)?)?;
+        let raw = ffi::mechanism(mechanism)?;
+        if symmetric::is_cipher(raw.ty) {
+            return symmetric::cipher_init(lib, session, &raw, key, true);
+        }
+        let mechanism = crypt_mechanism(&raw)?;
         lib.sessions.with(session, |s| {
             ensure_idle(&s.encrypt)?;
+            ensure_idle(&s.secret.encrypt)?;
             let attrs = lib.keys.attrs(lib, session, s.slot, key, CKA_ENCRYPT)?;
             let block_len = check_key(&attrs, CKO_PUBLIC_KEY, mechanism.ty())?;
             let components = PublicKeyComponents {
@@ -91,6 +100,10 @@ pub(crate) extern "C" fn fn_c_encrypt(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.encrypt.is_some() {
+                let (input, output) = ((data, data_len), (encrypted, encrypted_len));
+                return symmetric::crypt(lib, session, &mut s.secret.encrypt, input, output, true);
+            }
             drive(&mut s.encrypt, |op| {
                 let mut out = OutBuf::new(encrypted, encrypted_len)?;
                 // The ciphertext is always one block.
@@ -103,7 +116,7 @@ pub(crate) extern "C" fn fn_c_encrypt(
     })
 }
 
-/// RSA encryption is single-part.
+/// RSA encryption is single-part, and so is AES here.
 pub(crate) extern "C" fn fn_c_encrypt_update(
     session: CK_SESSION_HANDLE,
     _part: *mut CK_BYTE,
@@ -113,12 +126,15 @@ pub(crate) extern "C" fn fn_c_encrypt_update(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.encrypt.is_some() {
+                return symmetric::single_part_only(&mut s.secret.encrypt);
+            }
             drive(&mut s.encrypt, |_| Err(Error::FunctionNotSupported))
         })?
     })
 }
 
-/// RSA encryption is single-part.
+/// RSA encryption is single-part, and so is AES here.
 pub(crate) extern "C" fn fn_c_encrypt_final(
     session: CK_SESSION_HANDLE,
     _encrypted: *mut CK_BYTE,
@@ -126,6 +142,9 @@ pub(crate) extern "C" fn fn_c_encrypt_final(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.encrypt.is_some() {
+                return symmetric::single_part_only(&mut s.secret.encrypt);
+            }
             drive(&mut s.encrypt, |_| Err(Error::FunctionNotSupported))
         })?
     })

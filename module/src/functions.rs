@@ -14,6 +14,7 @@ use crate::random::*;
 use crate::session::*;
 use crate::sign::*;
 use crate::slots::*;
+use crate::symmetric::fn_c_generate_key;
 use crate::unsupported::*;
 use crate::verify::*;
 

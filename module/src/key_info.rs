@@ -54,6 +54,9 @@ impl Curve {
     }
 }
 
+/// An Ed25519 signature is R || S, 32 bytes each (RFC 8032 §5.1.6).
+pub(crate) const ED25519_SIGNATURE_LEN: usize = 64;
+
 /// A key's attributes as far as signing or verifying cares.
 #[derive(Debug, Default)]
 pub(crate) struct KeyAttrs {
@@ -199,6 +202,7 @@ impl KeyAttrs {
         let expected = match mechanism.family() {
             KeyFamily::Rsa => CKK_RSA,
             KeyFamily::Ec => CKK_EC,
+            KeyFamily::Edwards => CKK_EC_EDWARDS,
         };
         if self.key_type != Some(expected) {
             return Err(Error::KeyTypeInconsistent);
@@ -233,6 +237,23 @@ impl KeyAttrs {
         match family {
             KeyFamily::Rsa => self.modulus().map(<[u8]>::len),
             KeyFamily::Ec => self.curve().map(|c| 2 * c.scalar_len()),
+            KeyFamily::Edwards => self.ed25519_point().map(|_| ED25519_SIGNATURE_LEN),
+        }
+    }
+
+    /// The 32-byte Ed25519 point from CKA_EC_POINT (a DER OCTET STRING
+    /// around it, or the bare bytes), after checking that CKA_EC_PARAMS
+    /// names Ed25519 (by OID or as the PrintableString "edwards25519").
+    pub(crate) fn ed25519_point(&self) -> Result<&[u8], Error> {
+        const OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+        const NAME: &[u8] = b"\x13\x0cedwards25519";
+        if !matches!(self.ec_params.as_deref(), Some(OID | NAME)) {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        match self.ec_point.as_deref() {
+            Some([0x04, 0x20, point @ ..]) if point.len() == 32 => Ok(point),
+            Some(point) if point.len() == 32 => Ok(point),
+            _ => Err(Error::KeyTypeInconsistent),
         }
     }
 }
@@ -288,6 +309,40 @@ mod tests {
         assert_eq!(
             k.check(CKO_PRIVATE_KEY, &ecdsa),
             Err(Error::KeyFunctionNotPermitted)
+        );
+    }
+
+    #[test]
+    fn ed25519_keys_need_edwards_params_and_a_32_byte_point() {
+        let eddsa = SignMechanism {
+            ty: CKM_EDDSA,
+            kind: SignKind::Eddsa,
+        };
+        let mut der_point = vec![0x04, 0x20];
+        der_point.extend_from_slice(&[9; 32]);
+        let mut k = KeyAttrs {
+            class: Some(CKO_PRIVATE_KEY),
+            key_type: Some(CKK_EC_EDWARDS),
+            usage: Some(true),
+            ec_params: Some(b"\x13\x0cedwards25519".to_vec()),
+            ec_point: Some(der_point),
+            ..Default::default()
+        };
+        assert_eq!(k.check(CKO_PRIVATE_KEY, &eddsa), Ok(()));
+        assert_eq!(k.signature_len(KeyFamily::Edwards), Ok(64));
+        assert_eq!(k.ed25519_point(), Ok(&[9; 32][..]));
+        k.ec_params = Some(vec![0x06, 0x03, 0x2b, 0x65, 0x70]);
+        k.ec_point = Some(vec![8; 32]);
+        assert_eq!(k.ed25519_point(), Ok(&[8; 32][..]));
+        k.ec_point = Some(vec![8; 33]);
+        assert_eq!(k.ed25519_point(), Err(Error::KeyTypeInconsistent));
+        // Ed448 is not offered.
+        k.ec_params = Some(b"\x13\x0aedwards448".to_vec());
+        k.ec_point = Some(vec![8; 32]);
+        assert_eq!(k.ed25519_point(), Err(Error::KeyTypeInconsistent));
+        assert_eq!(
+            ec_key().check(CKO_PRIVATE_KEY, &eddsa),
+            Err(Error::KeyTypeInconsistent)
         );
     }
 

@@ -43,6 +43,7 @@ mod session;
 mod sessions;
 mod sign;
 mod slots;
+mod symmetric;
 mod text;
 mod verify;
 

@@ -12,6 +12,8 @@ use crate::ffi::RawMechanism;
 pub(crate) enum KeyFamily {
     Rsa,
     Ec,
+    /// CKK_EC_EDWARDS (Ed25519).
+    Edwards,
 }
 
 /// Checked RSASSA-PSS parameters.
@@ -37,6 +39,8 @@ pub(crate) enum SignKind {
     Ecdsa,
     /// CKM_ECDSA_SHAx.
     EcdsaHashed(HashAlg),
+    /// CKM_EDDSA, pure Ed25519: the whole message goes to the card.
+    Eddsa,
 }
 
 /// A signature mechanism with its type as the application named it.
@@ -54,6 +58,7 @@ impl SignMechanism {
             | SignKind::RsaPss(_)
             | SignKind::RsaPssHashed(_) => KeyFamily::Rsa,
             SignKind::Ecdsa | SignKind::EcdsaHashed(_) => KeyFamily::Ec,
+            SignKind::Eddsa => KeyFamily::Edwards,
         }
     }
 
@@ -63,7 +68,7 @@ impl SignMechanism {
         match self.kind {
             SignKind::RsaPkcsHashed(h) | SignKind::EcdsaHashed(h) => Some(h),
             SignKind::RsaPssHashed(p) => Some(p.hash),
-            SignKind::RsaPkcs | SignKind::RsaPss(_) | SignKind::Ecdsa => None,
+            SignKind::RsaPkcs | SignKind::RsaPss(_) | SignKind::Ecdsa | SignKind::Eddsa => None,
         }
     }
 
@@ -78,6 +83,7 @@ impl SignMechanism {
                 salt_len: p.salt_len,
             },
             SignKind::Ecdsa | SignKind::EcdsaHashed(_) => SignScheme::Ecdsa,
+            SignKind::Eddsa => SignScheme::Ed25519,
         }
     }
 }
@@ -132,6 +138,12 @@ pub(crate) fn sign_mechanism(raw: &RawMechanism) -> Result<SignMechanism, Error>
         CKM_SHA256_RSA_PKCS_PSS => SignKind::RsaPssHashed(pss(raw, Some(HashAlg::Sha256))?),
         CKM_SHA384_RSA_PKCS_PSS => SignKind::RsaPssHashed(pss(raw, Some(HashAlg::Sha384))?),
         CKM_SHA512_RSA_PKCS_PSS => SignKind::RsaPssHashed(pss(raw, Some(HashAlg::Sha512))?),
+        // aws-lc-rs signs and verifies pure Ed25519 only: Ed25519ph and
+        // Ed25519ctx are refused rather than answered with another scheme.
+        CKM_EDDSA if raw.eddsa_variant_requested()? => {
+            return Err(Error::MechanismParamInvalid(raw.ty))
+        }
+        CKM_EDDSA => SignKind::Eddsa,
         ty => {
             let kind = match ty {
                 CKM_RSA_PKCS => SignKind::RsaPkcs,
@@ -210,6 +222,44 @@ mod tests {
             sign_mechanism(&missing).unwrap_err(),
             Error::MechanismParamInvalid(CKM_RSA_PKCS_PSS)
         );
+    }
+
+    #[test]
+    fn eddsa_is_pure_ed25519_only() {
+        let raw = |p: Option<&CK_EDDSA_PARAMS>, len| {
+            RawMechanism::from_parts(
+                CKM_EDDSA,
+                p.map_or(ptr::null(), |p| (p as *const CK_EDDSA_PARAMS).cast()),
+                len,
+            )
+        };
+        let size = size_of::<CK_EDDSA_PARAMS>();
+        let none = sign_mechanism(&raw(None, 0)).unwrap();
+        assert_eq!(none.kind, SignKind::Eddsa);
+        assert_eq!(none.family(), KeyFamily::Edwards);
+        assert_eq!(none.module_hash(), None);
+        assert_eq!(none.scheme(), SignScheme::Ed25519);
+        let mut context = *b"ctx";
+        let pure = CK_EDDSA_PARAMS {
+            phFlag: CK_FALSE,
+            ulContextDataLen: 0,
+            pContextData: ptr::null_mut(),
+        };
+        assert_eq!(sign_mechanism(&raw(Some(&pure), size)).unwrap(), none);
+        let invalid = Err(Error::MechanismParamInvalid(CKM_EDDSA));
+        let prehash = CK_EDDSA_PARAMS {
+            phFlag: CK_TRUE,
+            ..pure
+        };
+        assert_eq!(sign_mechanism(&raw(Some(&prehash), size)), invalid);
+        let with_context = CK_EDDSA_PARAMS {
+            ulContextDataLen: 3,
+            pContextData: context.as_mut_ptr(),
+            ..pure
+        };
+        assert_eq!(sign_mechanism(&raw(Some(&with_context), size)), invalid);
+        assert_eq!(sign_mechanism(&raw(Some(&pure), size - 1)), invalid);
+        assert_eq!(sign_mechanism(&raw(None, size)), invalid);
     }
 
     #[test]

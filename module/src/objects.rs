@@ -227,7 +227,7 @@ pub(crate) extern "C" fn fn_c_generate_key_pair(
         let mechanism = ffi::mechanism(mechanism)?;
         if matches!(
             mechanism.ty,
-            CKM_RSA_PKCS_KEY_PAIR_GEN | CKM_EC_KEY_PAIR_GEN
+            CKM_RSA_PKCS_KEY_PAIR_GEN | CKM_EC_KEY_PAIR_GEN | CKM_EC_EDWARDS_KEY_PAIR_GEN
         ) {
             mechanism.no_parameter()?;
         }

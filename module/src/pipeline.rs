@@ -16,6 +16,7 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 use mesign_proto::{
     decode_frame_body, encode_frame, read_frame, Reply, ReplyResult, Request, RequestBody,
@@ -23,6 +24,12 @@ use mesign_proto::{
 };
 
 use crate::error::Error;
+
+/// How long a caller with no other call in flight polls for its reply
+/// before it sleeps: a signature often comes back within this, and then
+/// the caller saves being woken. With other calls in flight the cores are
+/// busy with them, and callers sleep at once.
+const SPIN: Duration = Duration::from_micros(50);
 
 /// A greeted connection in pipelined use.
 pub(crate) struct Pipe {
@@ -99,8 +106,9 @@ impl Pipe {
             break_down(&mut state);
             return Err(Error::Transport);
         }
+        let sent = Instant::now();
         loop {
-            {
+            let alone = {
                 let mut state = lock(&self.shared);
                 let reply = state.waiting.get_mut(&id).and_then(|w| w.reply.take());
                 if let Some(reply) = reply {
@@ -111,6 +119,13 @@ impl Pipe {
                     state.waiting.remove(&id);
                     return Err(Error::Transport);
                 }
+                state.waiting.len() == 1
+            };
+            if alone && sent.elapsed() < SPIN {
+                // Yielding lets the reader thread (or the daemon and the
+                // card, on a small machine) run here.
+                std::thread::yield_now();
+                continue;
             }
             // An unpark that came before this park makes it return at once.
             std::thread::park();

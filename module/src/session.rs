@@ -100,12 +100,13 @@ pub(crate) extern "C" fn fn_c_get_session_info(
 }
 
 /// C_Login's work once the PIN is read. `CKU_CONTEXT_SPECIFIC` authorises
-/// the signing operation active in this session, once, for a key with
-/// CKA_ALWAYS_AUTHENTICATE (the daemon lets the next signature of the
-/// session consume it; the operation drops it if it ends without one).
-/// Without such an operation waiting for it, it is
-/// `CKR_OPERATION_NOT_INITIALIZED` and the daemon is not asked, as
-/// SoftHSMv2 answers.
+/// the signing or decryption operation active in this session, once, for
+/// a key with CKA_ALWAYS_AUTHENTICATE (the daemon lets the next signature
+/// or decryption of the session consume it; the operation drops it if it
+/// ends without one). Should both wait, the signing operation gets it and
+/// the decryption waits for a login of its own. Without such an operation
+/// waiting for it, it is `CKR_OPERATION_NOT_INITIALIZED` and the daemon is
+/// not asked, as SoftHSMv2 answers.
 fn login(
     lib: &Library,
     session: CK_SESSION_HANDLE,
@@ -115,6 +116,9 @@ fn login(
     if user_type == CKU_CONTEXT_SPECIFIC
         && !lib.sessions.with(session, |s| {
             s.sign.as_ref().is_some_and(|op| op.awaits_context_login())
+                || s.decrypt
+                    .as_ref()
+                    .is_some_and(|op| op.awaits_context_login())
         })?
     {
         return Err(Error::OperationNotInitialized);
@@ -128,11 +132,12 @@ fn login(
         },
     )?;
     if user_type == CKU_CONTEXT_SPECIFIC {
-        lib.sessions.with(session, |s| {
-            if let Some(op) = s.sign.as_mut() {
-                op.context_login_done();
-            }
-        })?;
+        lib.sessions
+            .with(session, |s| match (s.sign.as_mut(), s.decrypt.as_mut()) {
+                (Some(op), _) if op.awaits_context_login() => op.context_login_done(),
+                (_, Some(op)) if op.awaits_context_login() => op.context_login_done(),
+                _ => {}
+            })?;
     }
     Ok(())
 }
@@ -223,9 +228,9 @@ pub(crate) extern "C" fn fn_c_set_pin(
 }
 
 /// C_SessionCancel (3.0): ends the module-held operations named by `flags`
-/// (find, sign, verify, digest); the other kinds never become active here.
-/// A cancelled signing operation's unused context-specific login is
-/// dropped with it.
+/// (find, sign, verify, digest, encrypt, decrypt); the other kinds never
+/// become active here. A cancelled signing or decryption operation's
+/// unused context-specific login is dropped with it.
 pub(crate) extern "C" fn fn_c_session_cancel(session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
@@ -237,12 +242,21 @@ pub(crate) extern "C" fn fn_c_session_cancel(session: CK_SESSION_HANDLE, flags: 
                     end_unused_context_login(lib, session, &op);
                 }
             }
+            if flags & CKF_DECRYPT != 0 {
+                if let Some(op) = s.decrypt.take() {
+                    op.end_unused_context_login(lib, session);
+                }
+            }
+            if flags & CKF_ENCRYPT != 0 {
+                s.encrypt = None;
+            }
             if flags & CKF_VERIFY != 0 {
                 s.verify = None;
             }
             if flags & CKF_DIGEST != 0 {
                 s.digest = None;
             }
+            s.secret.cancel(flags);
         })
     })
 }

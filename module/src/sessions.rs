@@ -16,6 +16,7 @@ use crate::encrypt::EncryptOp;
 use crate::error::Error;
 use crate::objects::FindOp;
 use crate::sign::SignOp;
+use crate::symmetric::SecretOps;
 use crate::verify::VerifyOp;
 
 /// One open session as the module sees it.
@@ -27,6 +28,8 @@ pub(crate) struct Session {
     pub digest: Option<DigestOp>,
     pub encrypt: Option<EncryptOp>,
     pub decrypt: Option<DecryptOp>,
+    /// Operations with secret keys (AES, HMAC, CMAC).
+    pub secret: SecretOps,
 }
 
 /// The application's open sessions.
@@ -49,6 +52,7 @@ impl Sessions {
             digest: None,
             encrypt: None,
             decrypt: None,
+            secret: SecretOps::default(),
         };
         self.map().insert(handle, Arc::new(Mutex::new(s)));
     }
@@ -98,6 +102,7 @@ impl Sessions {
             let mut s = lock(&s);
             s.sign = None;
             s.decrypt = None;
+            s.secret = SecretOps::default();
         }
     }
 

@@ -7,7 +7,7 @@
 
 use aws_lc_rs::digest::Context;
 use cryptoki_sys::*;
-use mesign_proto::{HashAlg, ReplyBody, RequestBody, MAX_DATA};
+use mesign_proto::{HashAlg, ReplyBody, RequestBody, MAX_DATA, MAX_EDDSA_MESSAGE};
 
 use crate::digest::algorithm;
 use crate::entry::with_library;
@@ -16,6 +16,7 @@ use crate::ffi::{self, Fill, OutBuf};
 use crate::library::Library;
 use crate::mechanism::{sign_mechanism, SignKind, SignMechanism};
 use crate::sessions::{drive, ensure_idle, Step};
+use crate::symmetric;
 use crate::verify::parse_digest_info;
 
 /// An active signing operation.
@@ -96,7 +97,8 @@ impl SignOp {
             },
             SignKind::RsaPss(p) if data.len() != p.hash.len() => Err(too_long),
             SignKind::Ecdsa if data.is_empty() || data.len() > MAX_DATA => Err(too_long),
-            SignKind::RsaPss(_) | SignKind::Ecdsa => Ok(data.to_vec()),
+            SignKind::Eddsa if data.len() > MAX_EDDSA_MESSAGE => Err(too_long),
+            SignKind::RsaPss(_) | SignKind::Ecdsa | SignKind::Eddsa => Ok(data.to_vec()),
             SignKind::RsaPkcsHashed(_) | SignKind::RsaPssHashed(_) | SignKind::EcdsaHashed(_) => {
                 let mut ctx = self.hasher.clone().ok_or(Error::OperationNotInitialized)?;
                 ctx.update(data);
@@ -139,7 +141,7 @@ pub(crate) fn end_unused_context_login(lib: &Library, session: CK_SESSION_HANDLE
     }
 }
 
-fn drop_context_login(lib: &Library, session: CK_SESSION_HANDLE) {
+pub(crate) fn drop_context_login(lib: &Library, session: CK_SESSION_HANDLE) {
     // Best effort: should the daemon be unreachable, the module still asks
     // every new operation for a context login of its own.
     let _ = crate::session::done(lib, RequestBody::DropContextLogin { session });
@@ -204,9 +206,14 @@ pub(crate) extern "C" fn fn_c_sign_init(
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
     with_library(|lib| {
-        let mechanism = sign_mechanism(&ffi::mechanism(mechanism)?)?;
+        let raw = ffi::mechanism(mechanism)?;
+        if symmetric::mac_len(raw.ty).is_some() {
+            return symmetric::mac_init(lib, session, &raw, key, true);
+        }
+        let mechanism = sign_mechanism(&raw)?;
         lib.sessions.with(session, |s| {
             ensure_idle(&s.sign)?;
+            ensure_idle(&s.secret.sign)?;
             s.sign = Some(SignOp::start(lib, session, s.slot, mechanism, key)?);
             Ok(())
         })?
@@ -222,6 +229,10 @@ pub(crate) extern "C" fn fn_c_sign(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.sign.is_some() {
+                let output = (signature, signature_len);
+                return symmetric::mac_sign(lib, session, s, Some((data, data_len)), output);
+            }
             drive_sign(lib, session, &mut s.sign, |op| {
                 if op.multi_part {
                     return Err(Error::OperationActive);
@@ -248,6 +259,9 @@ pub(crate) extern "C" fn fn_c_sign_update(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.sign.is_some() {
+                return symmetric::mac_update(&mut s.secret.sign, (part, part_len));
+            }
             drive_sign(lib, session, &mut s.sign, |op| {
                 op.check_authorised()?;
                 let hasher = op.hasher.as_mut().ok_or(Error::FunctionNotSupported)?;
@@ -266,6 +280,10 @@ pub(crate) extern "C" fn fn_c_sign_final(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.sign.is_some() {
+                let output = (signature, signature_len);
+                return symmetric::mac_sign(lib, session, s, None, output);
+            }
             drive_sign(lib, session, &mut s.sign, |op| {
                 let hasher = op.hasher.clone().ok_or(Error::FunctionNotSupported)?;
                 let mut out = OutBuf::new(signature, signature_len)?;
@@ -326,6 +344,15 @@ mod tests {
         assert!(pss.input(&[0; 33]).is_err());
         let ecdsa = op(SignKind::Ecdsa, 64);
         assert_eq!(ecdsa.input(&[7; 20]).unwrap(), vec![7; 20]);
+        // Pure EdDSA sends the message itself, empty or up to a card slot.
+        let eddsa = op(SignKind::Eddsa, 64);
+        assert_eq!(eddsa.input(b"").unwrap(), b"");
+        assert_eq!(eddsa.input(b"doc").unwrap(), b"doc");
+        let long = vec![1; MAX_EDDSA_MESSAGE + 1];
+        assert_eq!(
+            eddsa.input(&long).unwrap_err(),
+            Error::DataLenRange { len: long.len() }
+        );
     }
 
     #[test]

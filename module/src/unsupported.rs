@@ -3,9 +3,9 @@
 //!
 //! | Functions | Answer |
 //! |---|---|
-//! | C_SignRecoverInit, C_VerifyRecoverInit, C_GenerateKey, C_WrapKey, C_UnwrapKey, C_DeriveKey | session checked, then `CKR_MECHANISM_INVALID`: the token lists no such mechanism yet |
+//! | C_SignRecoverInit, C_VerifyRecoverInit, C_WrapKey, C_UnwrapKey, C_DeriveKey | session checked, then `CKR_MECHANISM_INVALID`: the token lists no such mechanism yet |
 //! | C_SignRecover, C_VerifyRecover | session checked, then `CKR_OPERATION_NOT_INITIALIZED` (no such operation can be active) |
-//! | C_EncryptUpdate, C_EncryptFinal, C_DecryptUpdate, C_DecryptFinal | `CKR_FUNCTION_NOT_SUPPORTED`, ending the operation: the only encryption mechanisms are RSA's, which are single-part |
+//! | C_EncryptUpdate, C_EncryptFinal, C_DecryptUpdate, C_DecryptFinal | `CKR_FUNCTION_NOT_SUPPORTED`, ending the operation: RSA and the AES mechanisms are single-part here |
 //! | C_GetOperationState, C_SetOperationState, C_DigestEncryptUpdate, C_DecryptDigestUpdate, C_SignEncryptUpdate, C_DecryptVerifyUpdate, C_DigestKey | `CKR_FUNCTION_NOT_SUPPORTED` |
 //! | C_WaitForSlotEvent | `CKR_NO_EVENT` with CKF_DONT_BLOCK, else `CKR_FUNCTION_NOT_SUPPORTED` |
 //! | the 3.0 message functions (C_MessageEncryptInit … C_MessageVerifyFinal) | `CKR_FUNCTION_NOT_SUPPORTED` |
@@ -83,7 +83,6 @@ macro_rules! function_not_supported {
 mechanism_invalid! {
     fn_c_sign_recover_init(key: CK_OBJECT_HANDLE);
     fn_c_verify_recover_init(key: CK_OBJECT_HANDLE);
-    fn_c_generate_key(t: *mut CK_ATTRIBUTE, n: CK_ULONG, key: *mut CK_OBJECT_HANDLE);
     fn_c_wrap_key(wrapping: CK_OBJECT_HANDLE, key: CK_OBJECT_HANDLE, out: *mut CK_BYTE, len: *mut CK_ULONG);
     fn_c_unwrap_key(
         unwrapping: CK_OBJECT_HANDLE, wrapped: *mut CK_BYTE, len: CK_ULONG,

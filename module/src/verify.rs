@@ -20,15 +20,17 @@ use crate::digest::algorithm;
 use crate::entry::with_library;
 use crate::error::Error;
 use crate::ffi;
-use crate::key_info::{strip_zeros, Curve, KeyAttrs};
+use crate::key_info::{strip_zeros, Curve, KeyAttrs, ED25519_SIGNATURE_LEN};
 use crate::mechanism::{sign_mechanism, KeyFamily, Pss, SignKind, SignMechanism};
 use crate::sessions::{drive, ensure_idle, Step};
+use crate::symmetric;
 
 /// A public key ready for verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PublicKey {
     Rsa { n: Vec<u8>, e: Vec<u8> },
     Ec { curve: Curve, point: Vec<u8> },
+    Ed25519 { point: Vec<u8> },
 }
 
 impl PublicKey {
@@ -56,6 +58,9 @@ impl PublicKey {
                     point: point.to_vec(),
                 }
             }
+            KeyFamily::Edwards => PublicKey::Ed25519 {
+                point: attrs.ed25519_point()?.to_vec(),
+            },
         })
     }
 
@@ -63,6 +68,7 @@ impl PublicKey {
         match self {
             PublicKey::Rsa { n, .. } => n.len(),
             PublicKey::Ec { curve, .. } => 2 * curve.scalar_len(),
+            PublicKey::Ed25519 { .. } => ED25519_SIGNATURE_LEN,
         }
     }
 }
@@ -273,6 +279,14 @@ fn verify(
                 .verify_digest(&digest, sig)
                 .map_err(bad)
         }
+        // Pure Ed25519 is single-part: the message, not a digest.
+        (PublicKey::Ed25519 { point }, SignKind::Eddsa) => match message {
+            Message::Data(data) => UnparsedPublicKey::new(&signature::ED25519, point)
+                .verify(data, sig)
+                .map_err(bad),
+            Message::Digest(_) => Err(Error::FunctionNotSupported),
+        },
+        (PublicKey::Ed25519 { .. }, _) => Err(Error::KeyTypeInconsistent),
     }
 }
 
@@ -290,10 +304,15 @@ pub(crate) extern "C" fn fn_c_verify_init(
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
     with_library(|lib| {
-        let mechanism = sign_mechanism(&ffi::mechanism(mechanism)?)?;
+        let raw = ffi::mechanism(mechanism)?;
+        if symmetric::mac_len(raw.ty).is_some() {
+            return symmetric::mac_init(lib, session, &raw, key, false);
+        }
+        let mechanism = sign_mechanism(&raw)?;
         check_supported(&mechanism)?;
         lib.sessions.with(session, |s| {
             ensure_idle(&s.verify)?;
+            ensure_idle(&s.secret.verify)?;
             let attrs = lib.keys.attrs(lib, session, s.slot, key, CKA_VERIFY)?;
             attrs.check(CKO_PUBLIC_KEY, &mechanism)?;
             s.verify = Some(VerifyOp {
@@ -316,6 +335,10 @@ pub(crate) extern "C" fn fn_c_verify(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.verify.is_some() {
+                let mac = (signature, signature_len);
+                return symmetric::mac_verify(lib, session, s, Some((data, data_len)), mac);
+            }
             drive(&mut s.verify, |op| {
                 if op.multi_part {
                     return Err(Error::OperationActive);
@@ -336,6 +359,9 @@ pub(crate) extern "C" fn fn_c_verify_update(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.verify.is_some() {
+                return symmetric::mac_update(&mut s.secret.verify, (part, part_len));
+            }
             drive(&mut s.verify, |op| {
                 let hasher = op.hasher.as_mut().ok_or(Error::FunctionNotSupported)?;
                 hasher.update(ffi::input(part, part_len)?);
@@ -353,6 +379,10 @@ pub(crate) extern "C" fn fn_c_verify_final(
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
+            if s.secret.verify.is_some() {
+                let mac = (signature, signature_len);
+                return symmetric::mac_verify(lib, session, s, None, mac);
+            }
             drive(&mut s.verify, |op| {
                 let hasher = op.hasher.clone().ok_or(Error::FunctionNotSupported)?;
                 let sig = ffi::input(signature, signature_len)?;
@@ -447,6 +477,42 @@ pub(crate) mod tests {
         assert_eq!(
             verify(&h384, &key, Message::Data(b"x"), sig384.as_ref()),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn ed25519_verifies_single_part_messages_only() {
+        use aws_lc_rs::signature::Ed25519KeyPair;
+        let kp = Ed25519KeyPair::generate().unwrap();
+        let key = PublicKey::Ed25519 {
+            point: kp.public_key().as_ref().to_vec(),
+        };
+        let m = mech(CKM_EDDSA, SignKind::Eddsa);
+        let sig = kp.sign(b"contract");
+        assert_eq!(
+            verify(&m, &key, Message::Data(b"contract"), sig.as_ref()),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&m, &key, Message::Data(b"contracT"), sig.as_ref()),
+            Err(Error::SignatureInvalid)
+        );
+        assert_eq!(
+            verify(&m, &key, Message::Data(b"contract"), &sig.as_ref()[..63]),
+            Err(Error::SignatureLenRange {
+                len: 63,
+                expected: 64
+            })
+        );
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"x");
+        assert_eq!(
+            verify(&m, &key, Message::Digest(digest), sig.as_ref()),
+            Err(Error::FunctionNotSupported)
+        );
+        let ecdsa = mech(CKM_ECDSA, SignKind::Ecdsa);
+        assert_eq!(
+            verify(&ecdsa, &key, Message::Data(b"x"), sig.as_ref()),
+            Err(Error::KeyTypeInconsistent)
         );
     }
 

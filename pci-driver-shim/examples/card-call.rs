@@ -97,6 +97,7 @@ fn request_for(card: &Card, op: &str) -> CardRequest {
         derive: false,
         sensitive: true,
         extractable: false,
+        secret: None,
     };
     let blob = match card.call(&CardRequest::GenerateKeyPair {
         policy: policy.clone(),
@@ -107,6 +108,10 @@ fn request_for(card: &Card, op: &str) -> CardRequest {
     let scheme = match spec {
         KeySpec::Rsa { .. } => SignScheme::RsaPkcs1(Hash::Sha256),
         KeySpec::Ec(_) => SignScheme::Ecdsa,
+        KeySpec::Ed25519 => SignScheme::Ed25519,
+        KeySpec::Aes { .. } | KeySpec::GenericSecret { .. } => {
+            panic!("secret keys are not key pairs")
+        }
     };
     CardRequest::Sign {
         blob,

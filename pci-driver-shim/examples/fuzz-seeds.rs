@@ -46,6 +46,7 @@ fn policy(object_id: u64, spec: KeySpec) -> KeyPolicy {
         derive: false,
         sensitive: true,
         extractable: false,
+        secret: None,
     }
 }
 

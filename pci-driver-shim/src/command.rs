@@ -58,7 +58,34 @@ pub enum KeySpec {
     },
     #[n(1)]
     Ec(#[n(0)] Curve),
+    /// Ed25519 (RFC 8032), for CKM_EDDSA.
+    #[n(2)]
+    Ed25519,
+    /// An AES secret key of 16, 24 or 32 bytes (not a pair: generated with
+    /// [`CardRequest::GenerateSecret`]).
+    #[n(3)]
+    Aes {
+        #[n(0)]
+        bytes: u32,
+    },
+    /// A generic secret (HMAC) key of 1 to [`MAX_GENERIC_SECRET`] bytes.
+    #[n(4)]
+    GenericSecret {
+        #[n(0)]
+        bytes: u32,
+    },
 }
+
+impl KeySpec {
+    /// True for the secret (symmetric) key kinds.
+    pub fn is_secret(self) -> bool {
+        matches!(self, KeySpec::Aes { .. } | KeySpec::GenericSecret { .. })
+    }
+}
+
+/// The longest generic secret key the card makes or imports: 64 bytes, a
+/// SHA-256 block; HMAC hashes longer keys down, so they add nothing.
+pub const MAX_GENERIC_SECRET: u32 = 64;
 
 /// Hash functions the card knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
@@ -99,6 +126,10 @@ pub enum SignScheme {
     /// FIPS 186 and PKCS#11 CKM_ECDSA say); answer is raw `r || s`.
     #[n(3)]
     Ecdsa,
+    /// Pure Ed25519 (RFC 8032): unlike every other scheme the input is the
+    /// whole message, because pure EdDSA hashes it twice with the key.
+    #[n(4)]
+    Ed25519,
 }
 
 /// How to decrypt (RSA only). The input is always one ciphertext block of
@@ -145,6 +176,24 @@ pub struct KeyPolicy {
     pub sensitive: bool,
     #[n(7)]
     pub extractable: bool,
+    /// The usages only a secret key has (a key pair's public half carries
+    /// them, off the card). `None` for key pairs, so that their policy
+    /// encodes exactly as before this field existed and old blobs open.
+    #[n(8)]
+    pub secret: Option<SecretUsage>,
+}
+
+/// CKA_ENCRYPT, CKA_VERIFY and CKA_WRAP of a secret key, bound into its
+/// blob with the rest of its [`KeyPolicy`] (CKA_SIGN, CKA_DECRYPT,
+/// CKA_UNWRAP and CKA_DERIVE are the policy's own flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
+pub struct SecretUsage {
+    #[n(0)]
+    pub encrypt: bool,
+    #[n(1)]
+    pub verify: bool,
+    #[n(2)]
+    pub wrap: bool,
 }
 
 impl KeyPolicy {
@@ -173,6 +222,13 @@ pub enum PublicKey {
         #[n(0)]
         curve: Curve,
         #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        point: Bytes,
+    },
+    /// The 32-byte encoded Ed25519 point (RFC 8032 §5.1.5).
+    #[n(2)]
+    Ed25519 {
+        #[n(0)]
         #[cbor(with = "minicbor::bytes")]
         point: Bytes,
     },
@@ -226,7 +282,234 @@ pub enum CardRequest {
         #[cbor(with = "minicbor::bytes")]
         input: Bytes,
     },
+    /// Generate a secret key ([`KeySpec::Aes`] or
+    /// [`KeySpec::GenericSecret`]) on the card; it comes back wrapped, with
+    /// its check value.
+    #[n(7)]
+    GenerateSecret {
+        #[n(0)]
+        policy: KeyPolicy,
+    },
+    /// Wrap a secret key value the application supplied (C_CreateObject),
+    /// exactly as if the card had generated it.
+    #[n(8)]
+    ImportSecret {
+        #[n(0)]
+        policy: KeyPolicy,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        value: Bytes,
+    },
+    /// Encrypt (or decrypt) `input` with the secret key in `blob`, which
+    /// must allow it.
+    #[n(9)]
+    Cipher {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        policy: KeyPolicy,
+        #[n(2)]
+        cipher: Cipher,
+        #[n(3)]
+        encrypt: bool,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
+    /// Compute a MAC over `input` with the secret key in `blob` (which must
+    /// allow signing); or, with `expected`, compare it in constant time and
+    /// answer [`CardResponse::Verified`] (the key must allow verifying).
+    #[n(10)]
+    Mac {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        policy: KeyPolicy,
+        #[n(2)]
+        mac: Mac,
+        #[n(3)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        expected: Option<Bytes>,
+    },
+    /// Create a cloning domain: a random 256-bit domain key, kept in the
+    /// card's persistent state, split into one Shamir share per passphrase
+    /// (any `threshold` of them rebuild it), each share sealed under its
+    /// custodian's passphrase. Refused with [`CardFault::DomainExists`] if
+    /// the card is in a domain already, unless `replace`.
+    #[n(15)]
+    DomainCreate {
+        #[n(0)]
+        threshold: u8,
+        #[n(1)]
+        passphrases: Vec<Passphrase>,
+        #[n(2)]
+        replace: bool,
+    },
+    /// Join the domain the shares belong to: each share is opened with its
+    /// passphrase, the key rebuilt and checked against the domain id, and
+    /// only then installed.
+    #[n(16)]
+    DomainJoin {
+        #[n(0)]
+        shares: Vec<ShareInput>,
+        #[n(1)]
+        replace: bool,
+    },
+    /// The card's domain id, if it is in a domain.
+    #[n(17)]
+    DomainInfo,
+    /// Rewrap the key in `blob` (under the master key, with `policy`) under
+    /// the domain key, binding `policy` and `binding` (a digest of every
+    /// attribute of the object) as associated data. Answered with
+    /// [`CardResponse::Bytes`].
+    #[n(18)]
+    ExportKey {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        policy: KeyPolicy,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        binding: Bytes,
+    },
+    /// Open a blob made by `ExportKey` (on any card of the domain) with the
+    /// same `policy` and `binding`, and rewrap it under this card's master
+    /// key with the same policy but `object_id`. Answered with
+    /// [`CardResponse::Bytes`].
+    #[n(19)]
+    ImportKey {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        domain_blob: Bytes,
+        #[n(1)]
+        policy: KeyPolicy,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        binding: Bytes,
+        #[n(3)]
+        object_id: u64,
+    },
+    /// The integrity tag of a backup file (HMAC-SHA256 under a key derived
+    /// from the domain key) over `digest`, its SHA-256: answered with
+    /// [`CardResponse::Bytes`]; or, with `expected`, compared in constant
+    /// time and answered with [`CardResponse::Verified`].
+    #[n(20)]
+    BackupTag {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        digest: Bytes,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        expected: Option<Bytes>,
+    },
 }
+
+/// A passphrase as it travels to the card (wiped by the card after use).
+pub type Passphrase = Bytes;
+
+/// One custodian's share of a domain key, sealed under the custodian's
+/// passphrase: PBKDF2-HMAC-SHA512 (`iterations`, `salt`) gives an
+/// AES-256-GCM key; the domain id, the index, the threshold, the number of
+/// shares and the iteration count are the associated data, so none of
+/// them can be changed without the share ceasing to open.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DomainShare {
+    #[n(0)]
+    #[cbor(with = "minicbor::bytes")]
+    pub domain_id: Bytes,
+    /// 1-based.
+    #[n(1)]
+    pub index: u8,
+    #[n(2)]
+    pub threshold: u8,
+    #[n(3)]
+    pub shares: u8,
+    #[n(4)]
+    pub iterations: u32,
+    #[n(5)]
+    #[cbor(with = "minicbor::bytes")]
+    pub salt: Bytes,
+    #[n(6)]
+    #[cbor(with = "minicbor::bytes")]
+    pub nonce: Bytes,
+    /// The Shamir share (its x coordinate, then one byte per key byte)
+    /// with the GCM tag appended.
+    #[n(7)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed: Bytes,
+}
+
+/// A share offered to [`CardRequest::DomainJoin`] with its passphrase.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ShareInput {
+    #[n(0)]
+    pub share: DomainShare,
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub passphrase: Passphrase,
+}
+
+/// The most shares a domain key is split into.
+pub const MAX_DOMAIN_SHARES: u8 = 16;
+/// The shortest passphrase the card accepts for a share.
+pub const MIN_PASSPHRASE_LEN: usize = 8;
+
+/// A symmetric cipher and its parameters, for [`CardRequest::Cipher`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Cipher {
+    /// AES-GCM with a 12-byte IV and a 16-byte tag appended to the
+    /// ciphertext; a tag that does not verify is [`CardFault::BadInput`].
+    #[n(0)]
+    AesGcm {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        iv: Bytes,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        aad: Bytes,
+    },
+    /// AES-CBC with PKCS#7 padding and a 16-byte IV.
+    #[n(1)]
+    AesCbcPad {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        iv: Bytes,
+    },
+    /// AES-CTR from the 16-byte counter block `counter`, whose low
+    /// `counter_bits` bits count (1..=128); a message that would wrap them
+    /// is [`CardFault::BadInput`].
+    #[n(2)]
+    AesCtr {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        counter: Bytes,
+        #[n(1)]
+        counter_bits: u32,
+    },
+}
+
+/// A MAC the card computes with a secret key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum Mac {
+    /// HMAC (RFC 2104) with SHA-256, SHA-384 or SHA-512, on a generic
+    /// secret key.
+    #[n(0)]
+    Hmac(#[n(0)] Hash),
+    /// AES-CMAC (NIST SP 800-38B), 16 bytes, on an AES key.
+    #[n(1)]
+    AesCmac,
+}
+
+/// The most input one symmetric command takes (cipher or MAC): the card's
+/// data slots are 64 KiB, and the answer (ciphertext plus tag) must fit
+/// one too.
+pub const MAX_SYMMETRIC_INPUT: usize = 48 * 1024;
 
 /// The most random bytes one [`CardRequest::Random`] returns.
 pub const MAX_RANDOM: u32 = 16 * 1024;
@@ -272,6 +555,31 @@ pub enum CardResponse {
         #[cbor(with = "minicbor::bytes")]
         Bytes,
     ),
+    /// A new secret key: the blob, and CKA_CHECK_VALUE (the first three
+    /// bytes of AES-ECB of a zero block for AES, of SHA-1 of the value for
+    /// generic secrets).
+    #[n(3)]
+    SecretKey {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        check_value: Bytes,
+    },
+    /// Whether a MAC verified.
+    #[n(4)]
+    Verified(#[n(0)] bool),
+    /// The shares of a new domain, in custodian order.
+    #[n(10)]
+    DomainShares(#[n(0)] Vec<DomainShare>),
+    /// The card's domain id (a fingerprint of the domain key), or `None`.
+    #[n(11)]
+    Domain {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        id: Option<Bytes>,
+    },
 }
 
 /// Why the card refused a command. The daemon maps these to CK_RV.
@@ -301,6 +609,16 @@ pub enum CardFault {
     /// An internal failure (crypto library error, out of memory).
     #[n(7)]
     Internal,
+    /// A domain share did not open: wrong passphrase, or the share was
+    /// modified.
+    #[n(20)]
+    ShareRefused,
+    /// The command needs a domain key and the card is in no domain.
+    #[n(21)]
+    NoDomain,
+    /// The card is in a domain already (create or join without `replace`).
+    #[n(22)]
+    DomainExists,
 }
 
 /// What the card writes back into the slot.
@@ -310,4 +628,66 @@ pub enum CardResult {
     Ok(#[n(0)] CardResponse),
     #[n(1)]
     Err(#[n(0)] CardFault),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KeyPolicy` as it was before secret keys: blobs made then carry
+    /// this encoding as their associated data.
+    #[derive(Encode)]
+    struct PolicyBeforeSecretKeys {
+        #[n(0)]
+        object_id: u64,
+        #[n(1)]
+        spec: KeySpec,
+        #[n(2)]
+        sign: bool,
+        #[n(3)]
+        decrypt: bool,
+        #[n(4)]
+        unwrap: bool,
+        #[n(5)]
+        derive: bool,
+        #[n(6)]
+        sensitive: bool,
+        #[n(7)]
+        extractable: bool,
+    }
+
+    #[test]
+    fn key_pair_policies_encode_as_before_secret_keys_existed() {
+        let policy = KeyPolicy {
+            object_id: 42,
+            spec: KeySpec::Ec(Curve::P384),
+            sign: true,
+            decrypt: false,
+            unwrap: false,
+            derive: true,
+            sensitive: true,
+            extractable: false,
+            secret: None,
+        };
+        let old = PolicyBeforeSecretKeys {
+            object_id: 42,
+            spec: KeySpec::Ec(Curve::P384),
+            sign: true,
+            decrypt: false,
+            unwrap: false,
+            derive: true,
+            sensitive: true,
+            extractable: false,
+        };
+        assert_eq!(policy.to_aad(), minicbor::to_vec(&old).unwrap());
+        let with_usage = KeyPolicy {
+            secret: Some(SecretUsage::default()),
+            ..policy.clone()
+        };
+        assert_ne!(with_usage.to_aad(), policy.to_aad());
+        assert_eq!(
+            minicbor::decode::<KeyPolicy>(&minicbor::to_vec(&old).unwrap()).unwrap(),
+            policy
+        );
+    }
 }

@@ -83,6 +83,7 @@ pub fn wrapped_blob(data: &[u8]) {
         derive: head[10] & 8 != 0,
         sensitive: head[10] & 16 != 0,
         extractable: head[10] & 32 != 0,
+        secret: None,
     };
     let (scheme, input) = scheme_and_input(head[0] >> 1);
     let fw = firmware();

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attr;
+pub mod backup;
 pub mod frame;
 pub mod message;
 
@@ -33,3 +34,8 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// The largest data chunk the module sends in one request (multi-part data is
 /// hashed in the module, so only single-part raw mechanisms come near it).
 pub const MAX_DATA: usize = 256 * 1024;
+
+/// The longest message CKM_EDDSA signs: pure EdDSA cannot be pre-hashed, so
+/// the message itself travels to the card and must fit one of its data
+/// slots (64 KiB) with room to spare for the key blob.
+pub const MAX_EDDSA_MESSAGE: usize = 32 * 1024;

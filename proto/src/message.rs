@@ -99,6 +99,10 @@ pub enum SignScheme {
     /// signature is raw `r || s`.
     #[n(3)]
     Ecdsa,
+    /// Pure Ed25519 (CKM_EDDSA without prehash or context); `input` is the
+    /// whole message, at most [`crate::MAX_EDDSA_MESSAGE`] bytes.
+    #[n(4)]
+    Ed25519,
 }
 
 /// How the card is to decrypt (C_Decrypt with an RSA private key). The
@@ -119,6 +123,41 @@ pub enum DecryptScheme {
         #[n(2)]
         #[cbor(with = "minicbor::bytes")]
         label: Bytes,
+    },
+}
+
+/// A symmetric cipher's parameters as the application gave them (C_EncryptInit
+/// / C_DecryptInit with an AES key); the daemon checks them again.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum CipherParams {
+    /// CKM_AES_GCM: the IV, the additional authenticated data and the tag
+    /// length in bits.
+    #[n(0)]
+    AesGcm {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        iv: Bytes,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        aad: Bytes,
+        #[n(2)]
+        tag_bits: u64,
+    },
+    /// CKM_AES_CBC_PAD: the IV.
+    #[n(1)]
+    AesCbcPad {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        iv: Bytes,
+    },
+    /// CKM_AES_CTR: the counter block and how many of its low bits count.
+    #[n(2)]
+    AesCtr {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        counter: Bytes,
+        #[n(1)]
+        counter_bits: u64,
     },
 }
 
@@ -406,6 +445,136 @@ pub enum RequestBody {
         #[cbor(with = "minicbor::bytes")]
         input: Bytes,
     },
+    /// C_GenerateKey (CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN): the
+    /// card makes the key. Answered with [`ReplyBody::Object`].
+    #[n(45)]
+    GenerateKey {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        mechanism: u64,
+        #[n(2)]
+        template: Vec<Attribute>,
+    },
+    /// C_Encrypt with a secret (AES) key: the card encrypts. Answered with
+    /// [`ReplyBody::Bytes`].
+    #[n(46)]
+    SecretEncrypt {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        key: u64,
+        #[n(2)]
+        mechanism: u64,
+        #[n(3)]
+        params: CipherParams,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
+    /// C_Decrypt with a secret (AES) key: the card decrypts. Answered with
+    /// [`ReplyBody::Bytes`].
+    #[n(47)]
+    SecretDecrypt {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        key: u64,
+        #[n(2)]
+        mechanism: u64,
+        #[n(3)]
+        params: CipherParams,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
+    /// C_Sign / C_SignFinal with a MAC mechanism (HMAC, CMAC): the card
+    /// computes the MAC over the whole data. Answered with
+    /// [`ReplyBody::Bytes`].
+    #[n(48)]
+    MacSign {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        key: u64,
+        #[n(2)]
+        mechanism: u64,
+        #[n(3)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
+    /// C_Verify / C_VerifyFinal with a MAC mechanism: the card compares in
+    /// constant time (the key is secret, so the module cannot). Answered
+    /// with `Done`, or CKR_SIGNATURE_INVALID / CKR_SIGNATURE_LEN_RANGE.
+    #[n(49)]
+    MacVerify {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        key: u64,
+        #[n(2)]
+        mechanism: u64,
+        #[n(3)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        mac: Bytes,
+    },
+    /// `mesign-hsm domain create` (SO session): the card makes a cloning
+    /// domain key and splits it into one share per passphrase, any
+    /// `threshold` of which rebuild it. Answered with
+    /// [`ReplyBody::DomainShares`]; the passphrases are wiped after use.
+    #[n(60)]
+    DomainCreate {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        threshold: u8,
+        #[n(2)]
+        passphrases: Vec<Passphrase>,
+        /// Replace the domain the card is in (its backups become unreadable
+        /// to it).
+        #[n(3)]
+        replace: bool,
+    },
+    /// `mesign-hsm domain join` (SO session): the card opens the shares,
+    /// rebuilds the domain key and installs it. Answered with
+    /// [`ReplyBody::Domain`].
+    #[n(61)]
+    DomainJoin {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        shares: Vec<DomainShareInput>,
+        #[n(2)]
+        replace: bool,
+    },
+    /// The slot's domain id (public; no login). Answered with
+    /// [`ReplyBody::Domain`].
+    #[n(62)]
+    DomainShow {
+        #[n(0)]
+        slot: u64,
+    },
+    /// `mesign-hsm backup export` (user session): every token object in
+    /// one tagged file ([`crate::backup`]). Answered with
+    /// [`ReplyBody::Bytes`].
+    #[n(63)]
+    BackupExport {
+        #[n(0)]
+        session: u64,
+    },
+    /// `mesign-hsm backup import` (user session, R/W). Answered with
+    /// [`ReplyBody::BackupImported`].
+    #[n(64)]
+    BackupImport {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        file: Bytes,
+    },
 }
 
 /// One audit record as stored, encoded as a CBOR byte string.
@@ -539,6 +708,62 @@ pub struct CardStatus {
     pub objects: u64,
 }
 
+/// A custodian's passphrase on its way to the card.
+pub type Passphrase = Bytes;
+
+/// One custodian's share of a domain key as the card sealed it under the
+/// custodian's passphrase (PBKDF2-HMAC-SHA512 with `salt` and
+/// `iterations`, then AES-256-GCM with every other field as associated
+/// data).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DomainShare {
+    #[n(0)]
+    #[cbor(with = "minicbor::bytes")]
+    pub domain_id: Bytes,
+    /// 1-based.
+    #[n(1)]
+    pub index: u8,
+    #[n(2)]
+    pub threshold: u8,
+    #[n(3)]
+    pub shares: u8,
+    #[n(4)]
+    pub iterations: u32,
+    #[n(5)]
+    #[cbor(with = "minicbor::bytes")]
+    pub salt: Bytes,
+    #[n(6)]
+    #[cbor(with = "minicbor::bytes")]
+    pub nonce: Bytes,
+    #[n(7)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed: Bytes,
+}
+
+/// A share offered to DomainJoin with its custodian's passphrase.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DomainShareInput {
+    #[n(0)]
+    pub share: DomainShare,
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub passphrase: Passphrase,
+}
+
+/// An object a backup import left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SkippedObject {
+    /// CKA_CLASS.
+    #[n(0)]
+    pub class: u64,
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub id: Bytes,
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub label: Bytes,
+}
+
 /// Successful replies, one variant per kind of answer.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum ReplyBody {
@@ -593,4 +818,24 @@ pub enum ReplyBody {
     /// reader can re-hash them.
     #[n(14)]
     AuditRecords(#[n(0)] Vec<AuditRecordBytes>),
+    /// DomainCreate: the shares, in custodian order.
+    #[n(45)]
+    DomainShares(#[n(0)] Vec<DomainShare>),
+    /// DomainJoin, DomainShow: the domain id, or `None` for no domain.
+    #[n(46)]
+    Domain {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        id: Option<Bytes>,
+    },
+    /// BackupImport: how many objects were restored, and the ones skipped
+    /// because an object of the same class and CKA_ID (CKA_LABEL when it
+    /// has no CKA_ID) exists already.
+    #[n(47)]
+    BackupImported {
+        #[n(0)]
+        restored: u64,
+        #[n(1)]
+        skipped: Vec<SkippedObject>,
+    },
 }

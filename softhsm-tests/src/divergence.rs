@@ -101,6 +101,21 @@ pub enum Divergence {
     /// CKR_FUNCTION_NOT_SUPPORTED in both) leaves SoftHSMv2's operation
     /// active; PKCS#11 §5.8/§5.9 say an error ends it, as ours does.
     SoftHsmFailedUpdateKeepsOperation,
+    /// SoftHSMv2 2.6.1's C_SignInit / C_VerifyInit with CKM_EDDSA accept a
+    /// key of any type (and CKM_ECDSA an Ed25519 key), and accept
+    /// CK_EDDSA_PARAMS asking for Ed25519ph or Ed25519ctx; ours answers
+    /// CKR_KEY_TYPE_INCONSISTENT and CKR_MECHANISM_PARAM_INVALID (aws-lc-rs
+    /// has pure Ed25519 only).
+    SoftHsmEddsaInitChecksNothing,
+    /// C_SignUpdate / C_VerifyUpdate under CKM_EDDSA: SoftHSMv2 answers
+    /// CKR_OPERATION_NOT_INITIALIZED; ours CKR_FUNCTION_NOT_SUPPORTED, as
+    /// for the other single-part mechanisms. Both end the operation.
+    SoftHsmEddsaUpdateNotInitialized,
+    /// An AES-GCM ciphertext whose tag does not verify, or an AES-CBC-PAD
+    /// ciphertext whose padding is wrong: SoftHSMv2 answers C_Decrypt with
+    /// CKR_GENERAL_ERROR, ours with CKR_ENCRYPTED_DATA_INVALID (PKCS#11
+    /// §5.9).
+    SoftHsmSymmetricDecryptErrorsAreGeneral,
 }
 
 impl Divergence {
@@ -125,6 +140,9 @@ impl Divergence {
             Divergence::SoftHsmPkcs1PaddingOracle => Kind::SoftHsm,
             Divergence::SoftHsmRsaErrorsAreGeneral => Kind::SoftHsm,
             Divergence::SoftHsmFailedUpdateKeepsOperation => Kind::SoftHsm,
+            Divergence::SoftHsmEddsaInitChecksNothing => Kind::SoftHsm,
+            Divergence::SoftHsmEddsaUpdateNotInitialized => Kind::SoftHsm,
+            Divergence::SoftHsmSymmetricDecryptErrorsAreGeneral => Kind::SoftHsm,
         }
     }
 
@@ -181,6 +199,15 @@ impl Divergence {
             }
             Divergence::SoftHsmFailedUpdateKeepsOperation => {
                 "SoftHSMv2 keeps an operation active after a failed C_DecryptUpdate"
+            }
+            Divergence::SoftHsmEddsaInitChecksNothing => {
+                "SoftHSMv2 accepts any key and Ed25519ph/ctx parameters at CKM_EDDSA's C_SignInit"
+            }
+            Divergence::SoftHsmEddsaUpdateNotInitialized => {
+                "SoftHSMv2 answers C_SignUpdate under CKM_EDDSA with CKR_OPERATION_NOT_INITIALIZED"
+            }
+            Divergence::SoftHsmSymmetricDecryptErrorsAreGeneral => {
+                "SoftHSMv2 answers a bad GCM tag or CBC padding with CKR_GENERAL_ERROR"
             }
             Divergence::SoftHsmFileStoreScale => {
                 "SoftHSMv2's file store is too slow for 10,000 token objects; 100, untimed"

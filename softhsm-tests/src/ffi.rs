@@ -91,6 +91,22 @@ impl RawModule {
         }
     }
 
+    /// C_GetObjectSize (the `cryptoki` crate has no wrapper for it).
+    pub fn object_size(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: cryptoki_sys::CK_OBJECT_HANDLE,
+    ) -> (CK_RV, cryptoki_sys::CK_ULONG) {
+        let f = self
+            .functions
+            .C_GetObjectSize
+            .expect("C_GetObjectSize in the function list");
+        let mut size: cryptoki_sys::CK_ULONG = 0;
+        // SAFETY: `size` is a valid, writable CK_ULONG for the call.
+        let rv = unsafe { f(session, object, &mut size) };
+        (rv, size)
+    }
+
     /// C_Sign on an already-initialized operation with a caller-chosen output.
     pub fn sign(&self, session: CK_SESSION_HANDLE, data: &[u8], output: Output) -> Returned {
         let f = self.functions.C_Sign.expect("C_Sign in the function list");
@@ -160,6 +176,73 @@ impl RawModule {
             _ => Vec::new(),
         };
         Returned { rv, len, bytes }
+    }
+
+    /// C_Encrypt on an already-initialized operation with a caller-chosen
+    /// output.
+    pub fn encrypt(&self, session: CK_SESSION_HANDLE, data: &[u8], output: Output) -> Returned {
+        let f = self
+            .functions
+            .C_Encrypt
+            .expect("C_Encrypt in the function list");
+        let mut buffer = match output {
+            Output::Null => Vec::new(),
+            Output::Bytes(n) => vec![0u8; n],
+        };
+        let mut len: CK_ULONG = buffer.len() as CK_ULONG;
+        let out_ptr = match output {
+            Output::Null => ptr::null_mut(),
+            Output::Bytes(_) => buffer.as_mut_ptr(),
+        };
+        // SAFETY: as for `sign`: `data` is only read, `out_ptr` is NULL or
+        // valid for `len` writable bytes, `len` is a valid CK_ULONG.
+        let rv = unsafe {
+            f(
+                session,
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out_ptr,
+                &mut len,
+            )
+        };
+        let bytes = match output {
+            Output::Bytes(n) if rv == CKR_OK && (len as usize) <= n => {
+                buffer.truncate(len as usize);
+                buffer
+            }
+            _ => Vec::new(),
+        };
+        Returned { rv, len, bytes }
+    }
+
+    /// C_EncryptInit (`encrypt`) or C_DecryptInit with CKM_AES_CTR, which
+    /// the `cryptoki` crate does not offer.
+    pub fn aes_ctr_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        counter_bits: CK_ULONG,
+        counter: [u8; 16],
+        encrypt: bool,
+    ) -> CK_RV {
+        let mut params = cryptoki_sys::CK_AES_CTR_PARAMS {
+            ulCounterBits: counter_bits,
+            cb: counter,
+        };
+        let mut mechanism = cryptoki_sys::CK_MECHANISM {
+            mechanism: cryptoki_sys::CKM_AES_CTR,
+            pParameter: (&mut params as *mut cryptoki_sys::CK_AES_CTR_PARAMS).cast(),
+            ulParameterLen: std::mem::size_of::<cryptoki_sys::CK_AES_CTR_PARAMS>() as CK_ULONG,
+        };
+        let f = if encrypt {
+            self.functions.C_EncryptInit
+        } else {
+            self.functions.C_DecryptInit
+        }
+        .expect("C_EncryptInit / C_DecryptInit in the function list");
+        // SAFETY: `mechanism` and the parameters it points to live across
+        // the call; the module only reads them.
+        unsafe { f(session, &mut mechanism, key) }
     }
 
     /// C_GetTokenInfo, unparsed, so fixed-width fields keep their padding.

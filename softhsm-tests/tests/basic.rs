@@ -13,16 +13,18 @@ use cryptoki::object::{
 };
 use cryptoki_sys::{
     CKA_MODULUS, CKA_PRIVATE_EXPONENT, CKA_VALUE, CKR_ATTRIBUTE_SENSITIVE, CKR_BUFFER_TOO_SMALL,
-    CKR_OK, CKR_OPERATION_NOT_INITIALIZED,
+    CKR_OBJECT_HANDLE_INVALID, CKR_OK, CKR_OPERATION_NOT_INITIALIZED,
 };
 use softhsm_tests::ffi::Output;
 use softhsm_tests::keys::{self, KeySpec};
+use softhsm_tests::target::Kind;
 use softhsm_tests::verify::{assert_genuine, sha256, sha256_digest_info, Curve};
-use softhsm_tests::{conformance, expect_rv, Divergence, Target};
+use softhsm_tests::{binaries, conformance, expect_rv, Divergence, Target};
 
 conformance!(ready =>
     library_info,
     slot_and_token_info,
+    token_versions_and_serial_come_from_the_card,
     mechanism_list_has_the_foundation,
     rsa_key_pair_attributes,
     ec_key_pair_attributes,
@@ -90,6 +92,39 @@ fn slot_and_token_info(t: &Target) {
     ] {
         assert!(!field.contains(&0), "{name} contains NUL: {field:?}");
     }
+}
+
+/// The serial number is stable, and (ours) the token reports the firmware
+/// version its card reports to the administrator (`mesign-hsm status`).
+fn token_versions_and_serial_come_from_the_card(t: &Target) {
+    let first = t.pkcs11().get_token_info(t.slot()).expect("C_GetTokenInfo");
+    let again = t.pkcs11().get_token_info(t.slot()).expect("C_GetTokenInfo");
+    assert_eq!(first.serial_number(), again.serial_number());
+    assert!(!first.serial_number().trim().is_empty(), "empty serial");
+    if t.kind() != Kind::Mesign {
+        return;
+    }
+    let out = std::process::Command::new(binaries::require("mesign-hsm"))
+        .args(["status", "--json"])
+        .output()
+        .expect("run mesign-hsm status");
+    assert!(out.status.success(), "mesign-hsm status: {out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let card = status["cards"]
+        .as_array()
+        .and_then(|cards| cards.iter().find(|c| c["slot"] == t.slot().id()))
+        .unwrap_or_else(|| panic!("no card for slot {} in {status}", t.slot().id()));
+    let version = first.firmware_version();
+    assert_eq!(
+        card["firmware_version"],
+        format!("{}.{}", version.major(), version.minor()),
+        "token firmware version against the card's"
+    );
+    assert_ne!(
+        (version.major(), version.minor()),
+        (0, 0),
+        "firmware version unset"
+    );
 }
 
 fn mechanism_list_has_the_foundation(t: &Target) {
@@ -493,10 +528,22 @@ fn data_object_create_find_destroy(t: &Target) {
         keys::bytes(&s, handle, AttributeType::Application).as_deref(),
         Some(&b"softhsm-tests"[..])
     );
+    // C_GetObjectSize: at least the value it holds; nothing once destroyed.
+    let (rv, size) = t.raw().object_size(s.handle(), handle.handle());
+    assert_eq!(rv, CKR_OK, "C_GetObjectSize");
+    assert!(
+        size as usize >= b"opaque application data".len(),
+        "object size {size} below its value's length"
+    );
     s.destroy_object(handle).expect("C_DestroyObject");
     assert!(
         keys::find(&s, &template).is_empty(),
         "destroyed object still found"
+    );
+    let (rv, _) = t.raw().object_size(s.handle(), handle.handle());
+    assert_eq!(
+        rv, CKR_OBJECT_HANDLE_INVALID,
+        "C_GetObjectSize after destroy"
     );
 }
 

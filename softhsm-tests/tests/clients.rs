@@ -149,6 +149,11 @@ mod mesign {
     }
 
     #[test]
+    fn pkcs11_tool_ed25519() {
+        run("eddsa.sh", Module::Ours);
+    }
+
+    #[test]
     fn nss_modutil_certutil() {
         run("nss.sh", Module::Ours);
     }
@@ -180,6 +185,11 @@ mod softhsm {
     #[test]
     fn openssl_cms_decrypt_through_libp11() {
         run("cms-decrypt.sh", Module::SoftHsm);
+    }
+
+    #[test]
+    fn pkcs11_tool_ed25519() {
+        run("eddsa.sh", Module::SoftHsm);
     }
 
     #[test]

@@ -34,7 +34,8 @@ const SLOT: &str = "STRESS_TOKEN_LABEL";
 const THREADS: &str = "STRESS_THREADS";
 const SECONDS: &str = "STRESS_RUN_SECONDS";
 const LABEL: &str = "STRESS_LABEL";
-/// Overrides the stress duration against our module (CI: 20 s).
+/// Overrides the stress duration against our module (default: the minute
+/// the conformance goal names).
 const STRESS_SECONDS: &str = "MESIGN_STRESS_SECONDS";
 
 /// Runs `mode` in a child process of this test binary and returns its
@@ -112,7 +113,7 @@ fn processes_and_threads_sign_concurrently(t: &Target) {
         let seconds = std::env::var(STRESS_SECONDS)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(20u64);
+            .unwrap_or(60u64);
         (8, 4, seconds)
     };
     let children: Vec<_> = (0..processes)

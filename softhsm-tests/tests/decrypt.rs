@@ -11,11 +11,16 @@ use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
-use cryptoki_sys::{CKR_BUFFER_TOO_SMALL, CKR_ENCRYPTED_DATA_LEN_RANGE, CKR_OK, CK_SESSION_HANDLE};
+use cryptoki::session::UserType;
+use cryptoki_sys::{
+    CKR_BUFFER_TOO_SMALL, CKR_ENCRYPTED_DATA_LEN_RANGE, CKR_OK, CKR_USER_NOT_LOGGED_IN,
+    CK_SESSION_HANDLE,
+};
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, RsaPublicKey};
 use softhsm_tests::ffi::Output;
 use softhsm_tests::keys::bytes;
-use softhsm_tests::{conformance, expect_rv, Divergence, Target};
+use softhsm_tests::target::pin;
+use softhsm_tests::{conformance, expect_rv, Divergence, Target, USER_PIN};
 
 use cryptoki::error::{Error, RvError};
 use cryptoki::object::AttributeType;
@@ -31,6 +36,10 @@ struct Pair {
 }
 
 fn pair(s: &Session, decrypt: bool, encrypt: bool) -> Pair {
+    pair_with(s, decrypt, encrypt, false)
+}
+
+fn pair_with(s: &Session, decrypt: bool, encrypt: bool, always_authenticate: bool) -> Pair {
     let public = [
         Attribute::Token(false),
         Attribute::Encrypt(encrypt),
@@ -44,6 +53,7 @@ fn pair(s: &Session, decrypt: bool, encrypt: bool) -> Pair {
         Attribute::Sensitive(true),
         Attribute::Decrypt(decrypt),
         Attribute::Sign(false),
+        Attribute::AlwaysAuthenticate(always_authenticate),
     ];
     let (public, private) = s
         .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
@@ -308,7 +318,57 @@ fn rsa_is_single_part(t: &Target) {
     expect_rv(s.encrypt_final(), RvError::FunctionNotSupported);
 }
 
+/// A key with CKA_ALWAYS_AUTHENTICATE decrypts once per
+/// C_Login(CKU_CONTEXT_SPECIFIC), and a grant whose operation failed does
+/// not authorise the next one.
+fn always_authenticate_keys_decrypt_once_per_context_login(t: &Target) {
+    let s = t.user_session();
+    let k = pair_with(&s, true, false, true);
+    let theirs = k
+        .independent
+        .encrypt(&mut rsa::rand_core::OsRng, Pkcs1v15Encrypt, MESSAGE)
+        .unwrap();
+    let context = |p: &str| s.login(UserType::ContextSpecific, Some(&pin(p)));
+    let decrypt = |c: &[u8], output| t.raw().decrypt(handle(&s), c, output);
+
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    let refused = decrypt(&theirs, Output::Bytes(256));
+    assert_eq!(refused.rv, CKR_USER_NOT_LOGGED_IN, "no context login");
+
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    expect_rv(context("999999"), RvError::PinIncorrect);
+    context(USER_PIN).expect("C_Login(CKU_CONTEXT_SPECIFIC)");
+    expect_rv(context(USER_PIN), RvError::OperationNotInitialized);
+    // A length query and a short buffer keep the operation and its grant.
+    assert_eq!(decrypt(&theirs, Output::Null).rv, CKR_OK);
+    assert_eq!(decrypt(&theirs, Output::Bytes(4)).rv, CKR_BUFFER_TOO_SMALL);
+    let plain = decrypt(&theirs, Output::Bytes(256));
+    assert_eq!(plain.rv, CKR_OK, "C_Decrypt after the context login");
+    assert_eq!(plain.bytes, MESSAGE);
+
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    let again = decrypt(&theirs, Output::Bytes(256));
+    assert_eq!(
+        again.rv, CKR_USER_NOT_LOGGED_IN,
+        "the context login was used up by one decryption"
+    );
+
+    // A granted operation that fails (a ciphertext one byte short) takes
+    // its grant with it.
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    context(USER_PIN).expect("C_Login(CKU_CONTEXT_SPECIFIC)");
+    let short = decrypt(&theirs[1..], Output::Bytes(256));
+    assert_ne!(short.rv, CKR_OK);
+    s.decrypt_init(&Mechanism::RsaPkcs, k.private).unwrap();
+    let after = decrypt(&theirs, Output::Bytes(256));
+    assert_eq!(
+        after.rv, CKR_USER_NOT_LOGGED_IN,
+        "a grant outlived the operation it was given for"
+    );
+}
+
 conformance!(ready =>
+    always_authenticate_keys_decrypt_once_per_context_login,
     pkcs1_round_trips_and_independent_ciphertexts,
     oaep_round_trips_for_every_hash_and_label,
     oaep_parameters_the_token_lacks_are_refused,

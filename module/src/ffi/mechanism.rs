@@ -1,8 +1,8 @@
 //! Reading `CK_MECHANISM` and its parameter structures.
 
 use cryptoki_sys::{
-    CK_MECHANISM, CK_MECHANISM_TYPE, CK_RSA_PKCS_MGF_TYPE, CK_RSA_PKCS_OAEP_PARAMS,
-    CK_RSA_PKCS_OAEP_SOURCE_TYPE, CK_RSA_PKCS_PSS_PARAMS,
+    CK_EDDSA_PARAMS, CK_FALSE, CK_MECHANISM, CK_MECHANISM_TYPE, CK_RSA_PKCS_MGF_TYPE,
+    CK_RSA_PKCS_OAEP_PARAMS, CK_RSA_PKCS_OAEP_SOURCE_TYPE, CK_RSA_PKCS_PSS_PARAMS,
 };
 
 use crate::error::Error;
@@ -14,6 +14,14 @@ pub(crate) struct OaepParams {
     pub mgf: CK_RSA_PKCS_MGF_TYPE,
     pub source: CK_RSA_PKCS_OAEP_SOURCE_TYPE,
     pub label: Vec<u8>,
+}
+
+/// `CK_GCM_PARAMS` with the IV and the additional data copied out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GcmParams {
+    pub iv: Vec<u8>,
+    pub aad: Vec<u8>,
+    pub tag_bits: cryptoki_sys::CK_ULONG,
 }
 
 /// A mechanism as the application passed it; the parameter is checked
@@ -95,6 +103,68 @@ impl RawMechanism {
             source: p.source,
             label,
         })
+    }
+
+    /// For CKM_EDDSA: whether the parameter asks for anything but pure
+    /// EdDSA (prehash or a context). No parameter, or a `CK_EDDSA_PARAMS`
+    /// with `phFlag` false and no context, is pure; a parameter of another
+    /// size is invalid.
+    pub(crate) fn eddsa_variant_requested(&self) -> Result<bool, Error> {
+        if self.parameter.is_null() && self.parameter_len == 0 {
+            return Ok(false);
+        }
+        if self.parameter.is_null() || self.parameter_len != size_of::<CK_EDDSA_PARAMS>() {
+            return Err(Error::MechanismParamInvalid(self.ty));
+        }
+        // SAFETY: non-NULL, and the application declared exactly the size of
+        // the structure; read_unaligned copes with any alignment.
+        let p = unsafe { std::ptr::read_unaligned(self.parameter.cast::<CK_EDDSA_PARAMS>()) };
+        Ok(p.phFlag != CK_FALSE || p.ulContextDataLen != 0)
+    }
+}
+
+/// The parameters of the AES mechanisms (secret keys).
+impl RawMechanism {
+    /// A parameter that is a plain byte string (a CBC IV), copied out;
+    /// NULL with a non-zero length is a bad parameter.
+    pub(crate) fn bytes_parameter(&self) -> Result<Vec<u8>, Error> {
+        let len = cryptoki_sys::CK_ULONG::try_from(self.parameter_len)
+            .map_err(|_| Error::ArgumentsBad)?;
+        super::input(self.parameter.cast::<u8>(), len)
+            .map(<[u8]>::to_vec)
+            .map_err(|_| Error::MechanismParamInvalid(self.ty))
+    }
+
+    /// The `CK_GCM_PARAMS`, if present with exactly its size, with its IV
+    /// and additional data (NULL with a non-zero length is a bad
+    /// parameter).
+    pub(crate) fn gcm_params(&self) -> Result<GcmParams, Error> {
+        use cryptoki_sys::CK_GCM_PARAMS;
+        let invalid = Error::MechanismParamInvalid(self.ty);
+        if self.parameter.is_null() || self.parameter_len != size_of::<CK_GCM_PARAMS>() {
+            return Err(invalid);
+        }
+        // SAFETY: non-NULL, and the application declared exactly the size of
+        // the structure; read_unaligned copes with any alignment.
+        let p = unsafe { std::ptr::read_unaligned(self.parameter.cast::<CK_GCM_PARAMS>()) };
+        let iv = super::input(p.pIv.cast_const(), p.ulIvLen).map_err(|_| invalid)?;
+        let aad = super::input(p.pAAD.cast_const(), p.ulAADLen).map_err(|_| invalid)?;
+        Ok(GcmParams {
+            iv: iv.to_vec(),
+            aad: aad.to_vec(),
+            tag_bits: p.ulTagBits,
+        })
+    }
+
+    /// The `CK_AES_CTR_PARAMS`, if present with exactly its size.
+    pub(crate) fn ctr_params(&self) -> Result<cryptoki_sys::CK_AES_CTR_PARAMS, Error> {
+        use cryptoki_sys::CK_AES_CTR_PARAMS;
+        if self.parameter.is_null() || self.parameter_len != size_of::<CK_AES_CTR_PARAMS>() {
+            return Err(Error::MechanismParamInvalid(self.ty));
+        }
+        // SAFETY: non-NULL, and the application declared exactly the size of
+        // the structure; read_unaligned copes with any alignment.
+        Ok(unsafe { std::ptr::read_unaligned(self.parameter.cast::<CK_AES_CTR_PARAMS>()) })
     }
 }
 

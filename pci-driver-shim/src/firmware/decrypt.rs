@@ -241,6 +241,7 @@ mod tests {
             derive: false,
             sensitive: true,
             extractable: false,
+            secret: None,
         };
         for allowed in [true, false] {
             let CardResult::Ok(CardResponse::KeyPair { blob, .. }) =

@@ -4,7 +4,9 @@
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, UnparsedPublicKey};
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair, UnparsedPublicKey,
+};
 use zeroize::Zeroizing;
 
 use crate::command::{CardFault, Curve, KeySpec, PublicKey};
@@ -17,6 +19,7 @@ const PAIRWISE_MESSAGE: &[u8] = b"MeSign pairwise consistency test";
 pub enum LoadedKey {
     Rsa(RsaKeyPair),
     Ec { curve: Curve, key: EcdsaKeyPair },
+    Ed25519(Ed25519KeyPair),
 }
 
 /// Why generation failed.
@@ -103,6 +106,29 @@ pub fn generate(spec: KeySpec) -> Result<Generated, GenerateError> {
                 public,
             }
         }
+        KeySpec::Ed25519 => {
+            let key = Ed25519KeyPair::generate().map_err(|_| GenerateError::Internal)?;
+            // PKCS#8 v1 (the seed only): the public half is derived again
+            // when the blob is loaded, so it cannot disagree with the seed.
+            let pkcs8 = Zeroizing::new(
+                key.to_pkcs8v1()
+                    .map_err(|_| GenerateError::Internal)?
+                    .as_ref()
+                    .to_vec(),
+            );
+            let public = PublicKey::Ed25519 {
+                point: key.public_key().as_ref().to_vec(),
+            };
+            Generated {
+                key: LoadedKey::Ed25519(key),
+                pkcs8,
+                public,
+            }
+        }
+        // Secret keys are not pairs: see `symmetric::generate`.
+        KeySpec::Aes { .. } | KeySpec::GenericSecret { .. } => {
+            return Err(GenerateError::Unsupported)
+        }
     };
     pairwise_test(&generated.key).map_err(|()| GenerateError::PairwiseTestFailed)?;
     Ok(generated)
@@ -136,6 +162,12 @@ pub fn pairwise_test(key: &LoadedKey) -> Result<(), ()> {
                 .verify(PAIRWISE_MESSAGE, sig.as_ref())
                 .map_err(|_| ())
         }
+        LoadedKey::Ed25519(key) => {
+            let sig = key.try_sign(PAIRWISE_MESSAGE).map_err(|_| ())?;
+            UnparsedPublicKey::new(&signature::ED25519, key.public_key().as_ref())
+                .verify(PAIRWISE_MESSAGE, sig.as_ref())
+                .map_err(|_| ())
+        }
     }
 }
 
@@ -149,6 +181,12 @@ pub fn load(spec: KeySpec, pkcs8: &[u8]) -> Result<LoadedKey, CardFault> {
         KeySpec::Ec(curve) => EcdsaKeyPair::from_pkcs8(ecdsa_algorithm(curve), pkcs8)
             .map(|key| LoadedKey::Ec { curve, key })
             .map_err(|_| CardFault::BadBlob),
+        KeySpec::Ed25519 => Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map(LoadedKey::Ed25519)
+            .map_err(|_| CardFault::BadBlob),
+        // A secret key's blob holds its raw value, which the asymmetric
+        // commands must not parse.
+        KeySpec::Aes { .. } | KeySpec::GenericSecret { .. } => Err(CardFault::KeyTypeMismatch),
     }
 }
 
@@ -201,6 +239,29 @@ mod tests {
         ));
         assert!(matches!(
             load(KeySpec::Rsa { bits: 2048 }, &g.pkcs8),
+            Err(CardFault::BadBlob)
+        ));
+    }
+
+    #[test]
+    fn ed25519_generation_exports_the_point_and_reloads() {
+        let g = generate(KeySpec::Ed25519).unwrap();
+        let PublicKey::Ed25519 { point } = &g.public else {
+            panic!("not Ed25519")
+        };
+        assert_eq!(point.len(), 32);
+        let LoadedKey::Ed25519(loaded) = load(KeySpec::Ed25519, &g.pkcs8).unwrap() else {
+            panic!("not Ed25519")
+        };
+        assert_eq!(loaded.public_key().as_ref(), point.as_slice());
+        // An EC blob does not load as Ed25519, nor the other way round.
+        let ec = generate(KeySpec::Ec(Curve::P256)).unwrap();
+        assert!(matches!(
+            load(KeySpec::Ed25519, &ec.pkcs8),
+            Err(CardFault::BadBlob)
+        ));
+        assert!(matches!(
+            load(KeySpec::Ec(Curve::P256), &g.pkcs8),
             Err(CardFault::BadBlob)
         ));
     }

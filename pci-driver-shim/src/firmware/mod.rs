@@ -8,12 +8,14 @@
 //! a pairwise consistency test has failed.
 
 mod decrypt;
+mod domain;
 mod hardening;
 mod key_cache;
 mod keys;
 mod selftest;
 mod signing;
 mod state_file;
+mod symmetric;
 mod wrap;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +74,7 @@ pub struct Firmware {
     wrapper: Wrapper,
     cache: KeyCache,
     decryption: decrypt::Decryption,
+    domains: domain::Domains,
     operational: AtomicBool,
 }
 
@@ -99,6 +102,7 @@ impl Firmware {
             wrapper: Wrapper::new(&state.master_key),
             cache: KeyCache::new(KEY_CACHE_ENTRIES),
             decryption: decrypt::Decryption::new(&state.master_key),
+            domains: domain::Domains::new(state_dir),
             operational: AtomicBool::new(operational),
         })
     }
@@ -161,6 +165,18 @@ impl Firmware {
                 }
                 decrypt::decrypt(&key, &self.decryption, &blob, &scheme, &input)
                     .map(CardResponse::Bytes)
+            }
+            request @ (CardRequest::GenerateSecret { .. }
+            | CardRequest::ImportSecret { .. }
+            | CardRequest::Cipher { .. }
+            | CardRequest::Mac { .. }) => symmetric::execute(&self.wrapper, request),
+            request @ (CardRequest::DomainCreate { .. }
+            | CardRequest::DomainJoin { .. }
+            | CardRequest::DomainInfo
+            | CardRequest::ExportKey { .. }
+            | CardRequest::ImportKey { .. }
+            | CardRequest::BackupTag { .. }) => {
+                domain::execute(&self.domains, &self.wrapper, request)
             }
             CardRequest::Random { len } => {
                 if len > MAX_RANDOM {
@@ -240,6 +256,7 @@ mod tests {
             derive: false,
             sensitive: true,
             extractable: false,
+            secret: None,
         }
     }
 
@@ -287,6 +304,59 @@ mod tests {
         );
         assert!(sign(SignScheme::Ecdsa, &[0; 32]).is_ok());
         assert_eq!(sign(SignScheme::Ecdsa, &[]), Err(CardFault::BadInput));
+    }
+
+    #[test]
+    fn ed25519_signs_whole_messages_and_only_with_its_scheme() {
+        use aws_lc_rs::signature::{UnparsedPublicKey, ED25519};
+        let dir = tempfile::tempdir().unwrap();
+        let fw = Firmware::start(dir.path(), false).unwrap();
+        let ed = policy(KeySpec::Ed25519);
+        let Ok(CardResponse::KeyPair {
+            blob,
+            public: crate::command::PublicKey::Ed25519 { point },
+        }) = run(&fw, CardRequest::GenerateKeyPair { policy: ed.clone() })
+        else {
+            panic!("no Ed25519 key pair")
+        };
+        let sign = |scheme, input: &[u8]| {
+            run(
+                &fw,
+                CardRequest::Sign {
+                    blob: blob.clone(),
+                    policy: ed.clone(),
+                    scheme,
+                    input: input.to_vec(),
+                },
+            )
+        };
+        for message in [&b""[..], b"a contract", &[7; 5000]] {
+            let Ok(CardResponse::Bytes(sig)) = sign(SignScheme::Ed25519, message) else {
+                panic!("no signature")
+            };
+            assert_eq!(sig.len(), 64);
+            UnparsedPublicKey::new(&ED25519, &point)
+                .verify(message, &sig)
+                .unwrap();
+        }
+        assert_eq!(
+            sign(SignScheme::Ecdsa, &[1; 32]),
+            Err(CardFault::KeyTypeMismatch)
+        );
+        let ec = policy(KeySpec::Ec(Curve::P256));
+        let ec_blob = keypair(&fw, &ec);
+        assert_eq!(
+            run(
+                &fw,
+                CardRequest::Sign {
+                    blob: ec_blob,
+                    policy: ec,
+                    scheme: SignScheme::Ed25519,
+                    input: b"x".to_vec(),
+                },
+            ),
+            Err(CardFault::KeyTypeMismatch)
+        );
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub fn sign(key: &LoadedKey, scheme: SignScheme, input: &[u8]) -> Result<Vec<u8>
             let sig = key.sign_digest(&digest).map_err(|_| CardFault::Internal)?;
             Ok(sig.as_ref().to_vec())
         }
+        // Pure Ed25519 signs the message itself; an empty one is valid.
+        (LoadedKey::Ed25519(key), SignScheme::Ed25519) => key
+            .try_sign(input)
+            .map(|sig| sig.as_ref().to_vec())
+            .map_err(|_| CardFault::Internal),
         _ => Err(CardFault::KeyTypeMismatch),
     }
 }
