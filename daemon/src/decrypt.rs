@@ -15,8 +15,7 @@ use cryptoki_sys::*;
 use mesign_proto::DecryptScheme;
 use pci_driver_shim::command::{CardFault, CardRequest, CardResponse};
 
-use super::{lock, Hsm};
-use crate::attributes;
+use super::{Hsm, KeyUse};
 use crate::card::CardFailure;
 use crate::error::HsmError;
 use crate::mechanisms;
@@ -33,38 +32,16 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let view = self.view(app, session)?;
         let slot = self.slot(view.slot)?;
-        let (card_key, scheme, always_authenticate) = {
-            let state = slot.read();
-            // Private handles from before a C_Logout stay invalid.
-            let (_, object) =
-                Self::resolve(&state.objects, &view, key).ok_or(HsmError::KeyHandleInvalid(key))?;
-            match attributes::ulong(&object.attrs, CKA_CLASS) {
-                Some(CKO_PRIVATE_KEY) => {}
-                Some(CKO_PUBLIC_KEY | CKO_SECRET_KEY) => {
-                    return Err(HsmError::KeyFunctionNotPermitted)
-                }
-                _ => return Err(HsmError::KeyHandleInvalid(key)),
-            }
-            if attributes::flag(&object.attrs, CKA_DECRYPT) != Some(true) {
-                return Err(HsmError::KeyFunctionNotPermitted);
-            }
-            if let Some(allowed) = attributes::allowed_mechanisms(&object.attrs) {
-                if !allowed.contains(&mechanism) {
-                    return Err(HsmError::MechanismInvalid(mechanism));
-                }
-            }
-            let card_key = object
-                .card_key
-                .clone()
-                .ok_or(HsmError::KeyHandleInvalid(key))?;
-            let scheme =
-                mechanisms::decrypt_scheme(mechanism, scheme, card_key.policy.spec, input.len())?;
-            let always = attributes::flag(&object.attrs, CKA_ALWAYS_AUTHENTICATE) == Some(true);
-            (card_key, scheme, always)
-        };
-        if always_authenticate && !lock(&self.apps).take_context_login(app, session) {
-            return Err(HsmError::UserNotLoggedIn);
-        }
+        let key = Self::usable_key(
+            &slot.read().objects,
+            &view,
+            key,
+            KeyUse::private(CKA_DECRYPT, mechanism),
+        )?;
+        let card_key = key.card_key;
+        let scheme =
+            mechanisms::decrypt_scheme(mechanism, scheme, card_key.policy.spec, input.len())?;
+        self.use_context_login(app, session, key.always_authenticate)?;
         let request = CardRequest::Decrypt {
             blob: card_key.blob.clone(),
             policy: card_key.policy.clone(),

@@ -241,6 +241,45 @@ pub struct SignCall {
     pub input: Vec<u8>,
 }
 
+/// What an operation needs of its key (see [`Hsm::usable_key`]).
+struct KeyUse {
+    class: u64,
+    usage: u64,
+    mechanism: u64,
+    /// The answer for a key of another class.
+    other_class: HsmError,
+}
+
+impl KeyUse {
+    /// A private key with `usage`; a public or secret key cannot serve.
+    fn private(usage: u64, mechanism: u64) -> KeyUse {
+        KeyUse {
+            class: CKO_PRIVATE_KEY,
+            usage,
+            mechanism,
+            other_class: HsmError::KeyFunctionNotPermitted,
+        }
+    }
+
+    /// A secret key with `usage`; a key pair's half is the wrong type.
+    fn secret(usage: u64, mechanism: u64) -> KeyUse {
+        KeyUse {
+            class: CKO_SECRET_KEY,
+            usage,
+            mechanism,
+            other_class: HsmError::KeyTypeInconsistent,
+        }
+    }
+}
+
+/// A key found fit for an operation.
+struct UsableKey {
+    /// The object's id (not its handle).
+    id: u64,
+    card_key: Arc<CardKey>,
+    always_authenticate: bool,
+}
+
 /// A C_Sign that passed the daemon's checks, with its card command.
 struct PreparedSign {
     slot_id: u64,
@@ -850,6 +889,53 @@ impl Hsm {
     /// The id and object `handle` names for `view`: the object must be
     /// visible, and a private object's handle must carry the generation of
     /// the current login (handles from before a C_Logout stay invalid).
+    /// Uses up the session's context-specific login when the key needs
+    /// one (CKA_ALWAYS_AUTHENTICATE), before the card is asked.
+    fn use_context_login(&self, app: AppKey, session: u64, needed: bool) -> Result<(), HsmError> {
+        if needed && !lock(&self.apps).take_context_login(app, session) {
+            return Err(HsmError::UserNotLoggedIn);
+        }
+        Ok(())
+    }
+
+    /// The card key behind `handle` for one operation: an object the
+    /// session sees, of class `want.class`, with its `want.usage` flag set
+    /// and `want.mechanism` among its CKA_ALLOWED_MECHANISMS when those are
+    /// listed (an empty list restricts nothing, as in SoftHSMv2). A key of
+    /// another class fails with `want.other_class`.
+    fn usable_key(
+        objects: &ObjectTable,
+        view: &SessionView,
+        handle: u64,
+        want: KeyUse,
+    ) -> Result<UsableKey, HsmError> {
+        let (id, object) =
+            Self::resolve(objects, view, handle).ok_or(HsmError::KeyHandleInvalid(handle))?;
+        match attributes::ulong(&object.attrs, CKA_CLASS) {
+            Some(class) if class == want.class => {}
+            Some(CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY) => return Err(want.other_class),
+            _ => return Err(HsmError::KeyHandleInvalid(handle)),
+        }
+        if attributes::flag(&object.attrs, want.usage) != Some(true) {
+            return Err(HsmError::KeyFunctionNotPermitted);
+        }
+        if let Some(allowed) = attributes::allowed_mechanisms(&object.attrs) {
+            if !allowed.is_empty() && !allowed.contains(&want.mechanism) {
+                return Err(HsmError::MechanismInvalid(want.mechanism));
+            }
+        }
+        let card_key = object
+            .card_key
+            .clone()
+            .ok_or(HsmError::KeyHandleInvalid(handle))?;
+        Ok(UsableKey {
+            id,
+            card_key,
+            always_authenticate: attributes::flag(&object.attrs, CKA_ALWAYS_AUTHENTICATE)
+                == Some(true),
+        })
+    }
+
     fn resolve<'a>(
         objects: &'a ObjectTable,
         view: &SessionView,
@@ -1209,41 +1295,22 @@ impl Hsm {
         } = call;
         let view = self.view(app, session)?;
         let slot = self.slot(view.slot)?;
-        let (card_key, scheme, always_authenticate, id) = {
-            let state = slot.read();
-            // A private key's handle is invalid while nobody is logged in,
-            // as for every other call (C_Logout invalidates them).
-            let (id, object) =
-                Self::resolve(&state.objects, &view, key).ok_or(HsmError::KeyHandleInvalid(key))?;
-            match attributes::ulong(&object.attrs, CKA_CLASS) {
-                Some(CKO_PRIVATE_KEY) => {}
-                Some(CKO_PUBLIC_KEY | CKO_SECRET_KEY) => {
-                    return Err(HsmError::KeyFunctionNotPermitted)
-                }
-                _ => return Err(HsmError::KeyHandleInvalid(key)),
-            }
-            if attributes::flag(&object.attrs, CKA_SIGN) != Some(true) {
-                return Err(HsmError::KeyFunctionNotPermitted);
-            }
-            if let Some(allowed) = attributes::allowed_mechanisms(&object.attrs) {
-                if !allowed.contains(&mechanism) {
-                    return Err(HsmError::MechanismInvalid(mechanism));
-                }
-            }
-            let card_key = object
-                .card_key
-                .clone()
-                .ok_or(HsmError::KeyHandleInvalid(key))?;
-            let scheme =
-                mechanisms::sign_scheme(mechanism, scheme, card_key.policy.spec, input.len())?;
-            let always = attributes::flag(&object.attrs, CKA_ALWAYS_AUTHENTICATE) == Some(true);
-            (card_key, scheme, always, id)
-        };
+        // A private key's handle is invalid while nobody is logged in, as
+        // for every other call (C_Logout invalidates them).
+        let UsableKey {
+            id,
+            card_key,
+            always_authenticate,
+        } = Self::usable_key(
+            &slot.read().objects,
+            &view,
+            key,
+            KeyUse::private(CKA_SIGN, mechanism),
+        )?;
+        let scheme = mechanisms::sign_scheme(mechanism, scheme, card_key.policy.spec, input.len())?;
         // Consumed before the card is asked, so that one PIN entry never
         // yields two signatures, whatever happens next.
-        if always_authenticate && !lock(&self.apps).take_context_login(app, session) {
-            return Err(HsmError::UserNotLoggedIn);
-        }
+        self.use_context_login(app, session, always_authenticate)?;
         Ok(PreparedSign {
             slot_id: view.slot,
             key: id,

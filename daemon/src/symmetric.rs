@@ -17,7 +17,7 @@ use pci_driver_shim::command::{
 };
 use zeroize::Zeroize;
 
-use super::{created, object_name, Hsm};
+use super::{created, object_name, Hsm, KeyUse};
 use crate::attributes::secret_keys::{self, SecretKeyPlan};
 use crate::attributes::{self, AttrMap};
 use crate::card::CardFailure;
@@ -109,26 +109,8 @@ impl Hsm {
         mechanism: u64,
     ) -> Result<Arc<CardKey>, HsmError> {
         let slot = self.slot(view.slot)?;
-        let state = slot.read();
-        let (_, object) =
-            Self::resolve(&state.objects, view, key).ok_or(HsmError::KeyHandleInvalid(key))?;
-        match attributes::ulong(&object.attrs, CKA_CLASS) {
-            Some(CKO_SECRET_KEY) => {}
-            Some(CKO_PUBLIC_KEY | CKO_PRIVATE_KEY) => return Err(HsmError::KeyTypeInconsistent),
-            _ => return Err(HsmError::KeyHandleInvalid(key)),
-        }
-        if attributes::flag(&object.attrs, usage) != Some(true) {
-            return Err(HsmError::KeyFunctionNotPermitted);
-        }
-        if let Some(allowed) = attributes::allowed_mechanisms(&object.attrs) {
-            if !allowed.is_empty() && !allowed.contains(&mechanism) {
-                return Err(HsmError::MechanismInvalid(mechanism));
-            }
-        }
-        object
-            .card_key
-            .clone()
-            .ok_or(HsmError::KeyHandleInvalid(key))
+        let objects = &slot.read().objects;
+        Self::usable_key(objects, view, key, KeyUse::secret(usage, mechanism)).map(|k| k.card_key)
     }
 
     /// C_Encrypt / C_Decrypt with an AES key.

@@ -4,9 +4,10 @@
 //! `Hello` with the application id), send one request, read one reply and
 //! put the connection back, so threads run concurrently on separate
 //! connections. Signing, the call that comes by the thousand, goes instead
-//! through one shared connection on which every thread's requests are
-//! pipelined (see [`crate::pipeline`]), so that the daemon takes them in
-//! batches. A connection that fails is dropped; the daemon forgets the
+//! through a few pipelined connections (see [`crate::pipeline`]): a thread
+//! that finds them all busy shares one, and the daemon then takes the
+//! requests queued on it as one batch. A connection that fails is dropped;
+//! the daemon forgets the
 //! application when its last connection closes, which is why idle
 //! connections are kept open while the library is initialised.
 
@@ -23,14 +24,18 @@ use mesign_proto::{
 use zeroize::Zeroize;
 
 use crate::error::Error;
-use crate::pipeline::Pipe;
+use crate::pipeline::{self, Pipe};
+
+/// Most pipelined connections a library instance opens (see
+/// [`Daemon::call_pipelined`]).
+const MAX_PIPES: usize = 4;
 
 /// The way to the daemon for one initialised library instance.
 pub(crate) struct Daemon {
     path: PathBuf,
     app: u64,
     idle: Mutex<Vec<Connection>>,
-    pipe: Mutex<Option<Arc<Pipe>>>,
+    pipes: Mutex<Vec<Arc<Pipe>>>,
     next_id: AtomicU64,
 }
 
@@ -45,7 +50,7 @@ impl Daemon {
             path,
             app,
             idle: Mutex::new(Vec::new()),
-            pipe: Mutex::new(None),
+            pipes: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -102,20 +107,37 @@ impl Daemon {
         Ok(result)
     }
 
-    /// [`Daemon::call`] through the shared pipelined connection, for
-    /// requests that carry no secret and are answered quickly (a slow one
-    /// would hold up the replies queued behind it).
+    /// [`Daemon::call`] through a pipelined connection, for requests that
+    /// carry no secret and are answered quickly (a slow one would hold up
+    /// the replies queued behind it). A caller takes an idle pipe, or opens
+    /// one while there are fewer than [`MAX_PIPES`], and only then shares
+    /// the least busy: up to that many calls run side by side in the
+    /// daemon, and beyond it they are pipelined and signed in batches.
+    ///
+    /// A request that could not be sent on a pipe the daemon closed (it
+    /// restarted) goes once more on a fresh one, as in [`Daemon::call`].
     pub(crate) fn call_pipelined(&self, body: RequestBody) -> Result<ReplyBody, Error> {
         debug_assert!(!carries_secret(&body), "secrets go through the pool");
-        let pipe = self.pipe()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let result = pipe.call(id, body);
-        if result.is_err() {
-            // The next call opens a fresh pipe.
-            let mut current = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
-            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &pipe)) {
-                *current = None;
-            }
+        let mut body = Some(body);
+        let mut result = Err(Error::Transport);
+        for _attempt in 0..2 {
+            let Some(request) = body.take() else { break };
+            let pipe = self.pipe()?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            result = match pipe.call(id, request) {
+                Ok(reply) => Ok(reply),
+                Err(failed) => {
+                    // The next call opens a fresh pipe in its place.
+                    self.pipes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .retain(|p| !Arc::ptr_eq(p, &pipe));
+                    if let pipeline::Failed::NotSent(request) = failed {
+                        body = Some(request);
+                    }
+                    Err(Error::Transport)
+                }
+            };
         }
         match result? {
             ReplyResult::Ok(b) => Ok(b),
@@ -123,15 +145,19 @@ impl Daemon {
         }
     }
 
-    /// The shared pipe, opened on first use or after the last one broke.
+    /// The pipe for the next call (see [`Daemon::call_pipelined`]).
     fn pipe(&self) -> Result<Arc<Pipe>, Error> {
-        let mut current = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pipe) = current.as_ref().filter(|p| !p.is_broken()) {
-            return Ok(Arc::clone(pipe));
+        let mut pipes = self.pipes.lock().unwrap_or_else(PoisonError::into_inner);
+        pipes.retain(|p| !p.is_broken());
+        let least_busy = pipes.iter().min_by_key(|p| p.in_flight());
+        match least_busy {
+            Some(pipe) if pipe.in_flight() == 0 || pipes.len() >= MAX_PIPES => Ok(Arc::clone(pipe)),
+            _ => {
+                let pipe = Arc::new(Pipe::new(self.connect()?.stream)?);
+                pipes.push(Arc::clone(&pipe));
+                Ok(pipe)
+            }
         }
-        let pipe = Arc::new(Pipe::new(self.connect()?.stream)?);
-        *current = Some(Arc::clone(&pipe));
-        Ok(pipe)
     }
 
     fn connect(&self) -> Result<Connection, Error> {
@@ -159,10 +185,8 @@ impl Daemon {
         if let Ok(mut idle) = self.idle.try_lock() {
             idle.clear();
         }
-        if let Ok(mut pipe) = self.pipe.try_lock() {
-            if let Some(pipe) = pipe.take() {
-                pipe.abandon();
-            }
+        if let Ok(mut pipes) = self.pipes.try_lock() {
+            pipes.clear();
         }
     }
 }

@@ -1,22 +1,22 @@
-//! One connection shared by every thread that signs: requests pipelined,
+//! Connections that several signing threads share: requests pipelined,
 //! replies matched by id.
 //!
 //! Threads write their request frames one after another and do not wait for
 //! each other's replies to come back first, so the daemon reads several
-//! requests at once and sends their signatures to the card as one batch. A
-//! reader thread of the pipe's own takes the replies off the socket, a
-//! batch per read, and hands each to the thread parked for it. A frame with
+//! requests at once and sends their signatures to the card as one batch.
+//! Nobody runs a reader thread for the replies: one waiting caller at a time
+//! takes the reader's role, reads frames and hands each to its caller, until
+//! its own reply has come; then it wakes one caller still waiting to take
+//! over. A caller alone on its pipe simply reads its own reply. A frame with
 //! an id nobody waits for, or a transport error, breaks the pipe: every
 //! caller on it fails with [`Error::Transport`] and the next call opens a
 //! new one.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
-use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::{JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use mesign_proto::{
     decode_frame_body, encode_frame, read_frame, Reply, ReplyResult, Request, RequestBody,
@@ -25,17 +25,24 @@ use mesign_proto::{
 
 use crate::error::Error;
 
-/// How long a caller with no other call in flight polls for its reply
-/// before it sleeps: a signature often comes back within this, and then
-/// the caller saves being woken. With other calls in flight the cores are
-/// busy with them, and callers sleep at once.
-const SPIN: Duration = Duration::from_micros(50);
+/// How a call on a pipe failed.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Failed {
+    /// The request did not go out (here it is back): the daemon never saw
+    /// it.
+    NotSent(RequestBody),
+    /// The request went out and no reply came back.
+    Lost,
+}
 
 /// A greeted connection in pipelined use.
 pub(crate) struct Pipe {
     writer: Mutex<Writer>,
-    shared: Arc<Mutex<State>>,
-    reader: Option<JoinHandle<()>>,
+    /// Taken only by the caller in the reader's role.
+    reader: Mutex<Reader>,
+    state: Mutex<State>,
+    /// Calls between their send and their return, for choosing a pipe.
+    in_flight: AtomicUsize,
 }
 
 struct Writer {
@@ -43,15 +50,22 @@ struct Writer {
     buf: Vec<u8>,
 }
 
+struct Reader {
+    stream: BufReader<UnixStream>,
+    body: Vec<u8>,
+}
+
 #[derive(Default)]
 struct State {
+    /// A caller holds the reader's role.
+    reading: bool,
     broken: bool,
     waiting: HashMap<u64, Waiter>,
 }
 
 struct Waiter {
     reply: Option<ReplyResult>,
-    thread: Thread,
+    wake: Arc<Condvar>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,80 +73,91 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pipe {
-    /// Takes over `stream`, on which Hello has been answered, and starts
-    /// its reader thread.
+    /// Takes over `stream`, on which Hello has been answered.
     pub(crate) fn new(stream: UnixStream) -> Result<Pipe, Error> {
         let reading = stream.try_clone().map_err(|_| Error::Transport)?;
-        let shared = Arc::new(Mutex::new(State::default()));
-        let reader = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("mesign-pipe".into())
-                .spawn(move || read_replies(reading, &shared))
-                .map_err(|_| Error::Transport)?
-        };
         Ok(Pipe {
             writer: Mutex::new(Writer {
                 stream,
                 buf: Vec::with_capacity(512),
             }),
-            shared,
-            reader: Some(reader),
+            reader: Mutex::new(Reader {
+                stream: BufReader::with_capacity(16 * 1024, reading),
+                body: Vec::with_capacity(512),
+            }),
+            state: Mutex::new(State::default()),
+            in_flight: AtomicUsize::new(0),
         })
     }
 
-    /// True once the connection failed.
+    /// True once a caller saw the connection fail.
     pub(crate) fn is_broken(&self) -> bool {
-        lock(&self.shared).broken
+        lock(&self.state).broken
+    }
+
+    /// Calls in flight on this pipe right now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Sends request `id` and waits for its reply. `id` must be unique
-    /// among the calls in flight on this pipe.
-    pub(crate) fn call(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Error> {
+    /// among the calls in flight on this pipe. [`Failed::NotSent`] hands the
+    /// request back: the daemon never saw it.
+    pub(crate) fn call(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_counted(id, body);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    fn call_counted(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
+        let wake = Arc::new(Condvar::new());
         {
-            let mut state = lock(&self.shared);
+            let mut state = lock(&self.state);
             if state.broken {
-                return Err(Error::Transport);
+                return Err(Failed::NotSent(body));
             }
             let waiter = Waiter {
                 reply: None,
-                thread: std::thread::current(),
+                wake: Arc::clone(&wake),
             };
             state.waiting.insert(id, waiter);
         }
-        if self.send(id, body).is_err() {
-            let mut state = lock(&self.shared);
+        if let Err(body) = self.send(id, body) {
+            let mut state = lock(&self.state);
             state.waiting.remove(&id);
             break_down(&mut state);
-            return Err(Error::Transport);
+            return Err(Failed::NotSent(body));
         }
-        let sent = Instant::now();
+        let mut state = lock(&self.state);
         loop {
-            let alone = {
-                let mut state = lock(&self.shared);
-                let reply = state.waiting.get_mut(&id).and_then(|w| w.reply.take());
-                if let Some(reply) = reply {
-                    state.waiting.remove(&id);
-                    return Ok(reply);
-                }
-                if state.broken {
-                    state.waiting.remove(&id);
-                    return Err(Error::Transport);
-                }
-                state.waiting.len() == 1
-            };
-            if alone && sent.elapsed() < SPIN {
-                // Yielding lets the reader thread (or the daemon and the
-                // card, on a small machine) run here.
-                std::thread::yield_now();
+            let reply = state.waiting.get_mut(&id).and_then(|w| w.reply.take());
+            if let Some(reply) = reply {
+                state.waiting.remove(&id);
+                return Ok(reply);
+            }
+            if state.broken {
+                state.waiting.remove(&id);
+                return Err(Failed::Lost);
+            }
+            if state.reading {
+                state = wake.wait(state).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
-            // An unpark that came before this park makes it return at once.
-            std::thread::park();
+            state.reading = true;
+            drop(state);
+            let read = self.read_until(id);
+            state = lock(&self.state);
+            state.reading = false;
+            match read {
+                Ok(()) => hand_over(&state, id),
+                Err(_) => break_down(&mut state),
+            }
         }
     }
 
-    fn send(&self, id: u64, body: RequestBody) -> std::io::Result<()> {
+    /// Writes the request; on failure hands its body back.
+    fn send(&self, id: u64, body: RequestBody) -> Result<(), RequestBody> {
         let request = Request {
             version: PROTOCOL_VERSION,
             id,
@@ -141,50 +166,37 @@ impl Pipe {
         let mut writer = lock(&self.writer);
         let Writer { stream, buf } = &mut *writer;
         encode_frame(&request, buf);
-        stream.write_all(buf)
+        stream.write_all(buf).map_err(|_| request.body)
     }
 
-    /// Leaves the pipe without touching the connection, for a forked child:
-    /// the socket is the parent's too (shutting it down would cut the
-    /// parent off) and the reader thread exists only in the parent. The
-    /// child's copies of the two descriptors stay open until it exits.
-    pub(crate) fn abandon(self: Arc<Self>) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        // Wakes the reader thread out of its read with end-of-file.
-        let _ = lock(&self.writer).stream.shutdown(Shutdown::Both);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-}
-
-/// The reader thread: hands each reply to its caller until the connection
-/// ends or breaks.
-fn read_replies(stream: UnixStream, shared: &Mutex<State>) {
-    let mut stream = BufReader::with_capacity(16 * 1024, stream);
-    let mut body = Vec::with_capacity(512);
-    loop {
-        let reply = read_frame(&mut stream, &mut body)
-            .ok()
-            .and_then(|len| decode_frame_body::<Reply>(&body[..len]).ok());
-        let mut state = lock(shared);
-        let waiter = reply.and_then(|reply| {
-            let waiter = state.waiting.get_mut(&reply.id)?;
+    /// The reader's role: reads replies, handing each to its caller, until
+    /// the one for `id` is in.
+    fn read_until(&self, id: u64) -> Result<(), Error> {
+        let mut reader = lock(&self.reader);
+        let Reader { stream, body } = &mut *reader;
+        loop {
+            let len = read_frame(stream, body).map_err(|_| Error::Transport)?;
+            let reply: Reply = decode_frame_body(&body[..len]).map_err(|_| Error::Transport)?;
+            let mut state = lock(&self.state);
+            let waiter = state.waiting.get_mut(&reply.id).ok_or(Error::Transport)?;
             waiter.reply = Some(reply.result);
-            Some(waiter)
-        });
-        match waiter {
-            Some(waiter) => waiter.thread.unpark(),
-            None => {
-                break_down(&mut state);
-                return;
+            if reply.id == id {
+                return Ok(());
             }
+            waiter.wake.notify_one();
         }
+    }
+}
+
+/// Wakes one caller whose reply has not come to read in the place of the
+/// one (`leaving`) that got its own.
+fn hand_over(state: &State, leaving: u64) {
+    let next = state
+        .waiting
+        .iter()
+        .find(|(&id, w)| id != leaving && w.reply.is_none());
+    if let Some((_, waiter)) = next {
+        waiter.wake.notify_one();
     }
 }
 
@@ -192,7 +204,7 @@ fn read_replies(stream: UnixStream, shared: &Mutex<State>) {
 fn break_down(state: &mut State) {
     state.broken = true;
     for waiter in state.waiting.values() {
-        waiter.thread.unpark();
+        waiter.wake.notify_one();
     }
 }
 
@@ -266,13 +278,17 @@ mod tests {
             for id in 1..=3 {
                 let pipe = &pipe;
                 scope.spawn(move || {
-                    assert_eq!(pipe.call(id, RequestBody::Slots), Err(Error::Transport));
+                    assert_eq!(pipe.call(id, RequestBody::Slots), Err(Failed::Lost));
                 });
             }
         });
         daemon.join().unwrap();
         assert!(pipe.is_broken());
-        assert_eq!(pipe.call(9, RequestBody::Slots), Err(Error::Transport));
+        // A broken pipe sends nothing and hands the request back.
+        assert_eq!(
+            pipe.call(9, RequestBody::Slots),
+            Err(Failed::NotSent(RequestBody::Slots))
+        );
     }
 
     #[test]
@@ -289,7 +305,7 @@ mod tests {
             write_frame(&mut theirs, &stray, &mut Vec::new()).unwrap();
             theirs
         });
-        assert_eq!(pipe.call(1, RequestBody::Slots), Err(Error::Transport));
+        assert_eq!(pipe.call(1, RequestBody::Slots), Err(Failed::Lost));
         drop(daemon.join().unwrap());
         assert!(pipe.is_broken());
     }

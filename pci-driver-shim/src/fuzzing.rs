@@ -139,8 +139,7 @@ pub fn card_result(data: &[u8]) {
         );
     }
     match decode_answer(data, 0) {
-        Ok(CardResponse::Info(_) | CardResponse::KeyPair { .. } | CardResponse::Bytes(_))
-        | Err(CardError::Fault(_) | CardError::MalformedResponse { slot: 0 }) => {}
+        Ok(_) | Err(CardError::Fault(_) | CardError::MalformedResponse { slot: 0 }) => {}
         Err(other) => panic!("decode_answer invented an error: {other:?}"),
     }
 }

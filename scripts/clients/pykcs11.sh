@@ -22,6 +22,7 @@ DOCUMENTED=(
     "test.test_symetric.TestUtil.|CKR_FUNCTION_NOT_SUPPORTED|CKR_MECHANISM_INVALID|AES is single-part here (C_EncryptUpdate / C_DecryptUpdate: CKR_FUNCTION_NOT_SUPPORTED); no DES"
     "test.test_random.TestUtil.test_seedRandom|CKR_RANDOM_SEED_NOT_SUPPORTED||the card's DRBG takes no external seed"
     "test.test_asymetric_ECC.TestUtil.|CKR_TEMPLATE_INCONSISTENT||the suite asks for an EC private key with CKA_DECRYPT and CKA_UNWRAP: the token refuses usages an EC key cannot serve"
+    "test.test_asymetric_ECC.TestEDDSA.|CKR_TEMPLATE_INCONSISTENT||the suite asks for an Ed25519 private key with CKA_DECRYPT and CKA_UNWRAP: the token refuses usages an EdDSA key cannot serve"
     "test.test_objects.|CKR_ATTRIBUTE_READ_ONLY|CKR_MECHANISM_INVALID|the suite changes an AES key's usage flags (CKA_SIGN, CKA_ENCRYPT, ...), which are bound into the card's key blob"
     "test.test_wrap.TestUtil.test_wrapKey_OAEP|CKR_KEY_SIZE_RANGE||RSA-1024 key generation refused"
     "test.test_wrap.TestUtil.test_wrapKey_UNWRAP_TEMPLATE|CKR_ATTRIBUTE_VALUE_INVALID||nested templates (CKA_UNWRAP_TEMPLATE) are refused: there is no unwrapping yet"

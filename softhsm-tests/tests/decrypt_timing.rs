@@ -12,7 +12,9 @@
 //! synthetic samples with and without a small leak, and the stack test
 //! itself adds a simulated leak to the invalid class's real measurements
 //! (as a padding check that took longer on bad padding would) and asserts
-//! that the statistic flags it. The numbers are printed (`--nocapture`).
+//! that the statistic flags it; a round too noisy for that is measured
+//! again (at most [`ROUNDS`] in all). The numbers are printed
+//! (`--nocapture`).
 //!
 //! SoftHSMv2 is not measured: it answers bad padding with an error code
 //! (see `Divergence::SoftHsmPkcs1PaddingOracle`), which is an oracle
@@ -31,6 +33,9 @@ use softhsm_tests::{Kind, Target};
 
 /// Ciphertexts per class.
 const SAMPLES: usize = 1000;
+/// Measurement rounds tried before a run too noisy to see the simulated
+/// leak counts as a failure.
+const ROUNDS: usize = 3;
 /// Welch's |t| above this means the classes differ (the dudect
 /// convention: 4.5 is far beyond chance for thousands of samples).
 const T_THRESHOLD: f64 = 4.5;
@@ -138,13 +143,54 @@ fn pkcs1_decryption_is_not_an_oracle() {
     let e = BigUint::from_bytes_be(&bytes(&s, public, AttributeType::PublicExponent).unwrap());
     let k = 256;
 
+    // A round whose noise would hide the simulated leak proves nothing
+    // either way; such a round is measured again, a few times at most.
+    for round in 1..=ROUNDS {
+        let (valid, invalid) = measure(&t, &s, private, &n, &e, k);
+        let t_stat = welch_t(&valid, &invalid);
+        let leak_ns = SIMULATED_LEAK * median(&valid);
+        let leaky: Vec<f64> = invalid.iter().map(|x| x + leak_ns).collect();
+        let t_leaky = welch_t(&valid, &leaky);
+        eprintln!(
+            "round {round}: CKM_RSA_PKCS decrypt through the stack, {SAMPLES} valid + {SAMPLES} \
+             invalid, interleaved: median valid {:.1} µs, invalid {:.1} µs; Welch t (slowest \
+             {:.0}% dropped) = {t_stat:.2} (threshold {T_THRESHOLD}); with a simulated {:.1} µs \
+             leak t = {t_leaky:.2}",
+            median(&valid) / 1e3,
+            median(&invalid) / 1e3,
+            TRIM * 100.0,
+            leak_ns / 1e3,
+        );
+        if t_leaky.abs() <= T_THRESHOLD {
+            eprintln!("round {round} too noisy to see a {leak_ns:.0} ns leak; measuring again");
+            continue;
+        }
+        assert!(
+            t_stat.abs() < T_THRESHOLD,
+            "valid and invalid padding are distinguishable by time: t = {t_stat:.2}"
+        );
+        return;
+    }
+    panic!("{ROUNDS} rounds were all too noisy to see the simulated leak: the test has no power");
+}
+
+/// Decrypts `SAMPLES` ciphertexts with valid and as many with invalid
+/// padding, shuffled, and returns each class's times in nanoseconds.
+fn measure(
+    t: &Target,
+    s: &cryptoki::session::Session,
+    private: cryptoki::object::ObjectHandle,
+    n: &BigUint,
+    e: &BigUint,
+    k: usize,
+) -> (Vec<f64>, Vec<f64>) {
     // (is_valid, ciphertext, expected plaintext for valid ones), shuffled.
     let mut cases: Vec<(bool, Vec<u8>, Vec<u8>)> = Vec::with_capacity(2 * SAMPLES);
     for i in 0..SAMPLES {
         let em = valid_block(k);
         let message = em[em[2..].iter().position(|&b| b == 0).unwrap() + 3..].to_vec();
-        cases.push((true, raw_encrypt(&em, &n, &e), message));
-        cases.push((false, raw_encrypt(&invalid_block(k, i), &n, &e), Vec::new()));
+        cases.push((true, raw_encrypt(&em, n, e), message));
+        cases.push((false, raw_encrypt(&invalid_block(k, i), n, e), Vec::new()));
     }
     for i in (1..cases.len()).rev() {
         cases.swap(i, OsRng.next_u32() as usize % (i + 1));
@@ -166,28 +212,7 @@ fn pkcs1_decryption_is_not_an_oracle() {
             invalid.push(ns);
         }
     }
-
-    let t_stat = welch_t(&valid, &invalid);
-    let leak_ns = SIMULATED_LEAK * median(&valid);
-    let leaky: Vec<f64> = invalid.iter().map(|x| x + leak_ns).collect();
-    let t_leaky = welch_t(&valid, &leaky);
-    eprintln!(
-        "CKM_RSA_PKCS decrypt through the stack, {SAMPLES} valid + {SAMPLES} invalid, interleaved: \
-         median valid {:.1} µs, invalid {:.1} µs; Welch t (slowest {:.0}% dropped) = {t_stat:.2} \
-         (threshold {T_THRESHOLD}); with a simulated {:.1} µs leak t = {t_leaky:.2}",
-        median(&valid) / 1e3,
-        median(&invalid) / 1e3,
-        TRIM * 100.0,
-        leak_ns / 1e3,
-    );
-    assert!(
-        t_stat.abs() < T_THRESHOLD,
-        "valid and invalid padding are distinguishable by time: t = {t_stat:.2}"
-    );
-    assert!(
-        t_leaky.abs() > T_THRESHOLD,
-        "a {leak_ns:.0} ns leak went unnoticed (t = {t_leaky:.2}): the test has no power"
-    );
+    (valid, invalid)
 }
 
 #[test]

@@ -233,8 +233,15 @@ pub fn mechanism_parameters(data: &[u8]) {
                 parsed.kind,
                 crate::mechanism::SignKind::RsaPss(_) | crate::mechanism::SignKind::RsaPssHashed(_)
             );
+            let eddsa_size = size_of::<cryptoki_sys::CK_EDDSA_PARAMS>() as CK_ULONG;
             if wants_pss {
                 assert!(!ptr.is_null() && len == pss_size, "PSS without its struct");
+            } else if parsed.kind == crate::mechanism::SignKind::Eddsa {
+                // Pure Ed25519: no parameter, or CK_EDDSA_PARAMS saying so.
+                assert!(
+                    (ptr.is_null() && len == 0) || (!ptr.is_null() && len == eddsa_size),
+                    "EdDSA with a parameter of another size"
+                );
             } else {
                 assert!(
                     ptr.is_null() && len == 0,
