@@ -55,6 +55,44 @@ impl RawAttribute {
     }
 }
 
+/// The shape of C_Sign, C_Encrypt and C_Decrypt: input bytes in, output
+/// bytes out with the two-call length convention.
+type OneShot =
+    unsafe extern "C" fn(CK_SESSION_HANDLE, *mut u8, CK_ULONG, *mut u8, *mut CK_ULONG) -> CK_RV;
+
+/// Calls a single-part function of [`OneShot`]'s shape with `output`.
+fn one_shot(f: OneShot, session: CK_SESSION_HANDLE, data: &[u8], output: Output) -> Returned {
+    let mut buffer = match output {
+        Output::Null => Vec::new(),
+        Output::Bytes(n) => vec![0u8; n],
+    };
+    let mut len: CK_ULONG = buffer.len() as CK_ULONG;
+    let out_ptr = match output {
+        Output::Null => ptr::null_mut(),
+        Output::Bytes(_) => buffer.as_mut_ptr(),
+    };
+    // SAFETY: `data` is valid for `data.len()` bytes and only read;
+    // `out_ptr` is NULL or valid for `len` writable bytes; `len` is a valid
+    // writable CK_ULONG.
+    let rv = unsafe {
+        f(
+            session,
+            data.as_ptr() as *mut u8,
+            data.len() as CK_ULONG,
+            out_ptr,
+            &mut len,
+        )
+    };
+    let bytes = match output {
+        Output::Bytes(n) if rv == CKR_OK && (len as usize) <= n => {
+            buffer.truncate(len as usize);
+            buffer
+        }
+        _ => Vec::new(),
+    };
+    Returned { rv, len, bytes }
+}
+
 /// A second handle on a loaded PKCS#11 module, for raw calls.
 pub struct RawModule {
     // Keeps the shared object mapped while `functions` points into it.
@@ -110,35 +148,7 @@ impl RawModule {
     /// C_Sign on an already-initialized operation with a caller-chosen output.
     pub fn sign(&self, session: CK_SESSION_HANDLE, data: &[u8], output: Output) -> Returned {
         let f = self.functions.C_Sign.expect("C_Sign in the function list");
-        let mut buffer = match output {
-            Output::Null => Vec::new(),
-            Output::Bytes(n) => vec![0u8; n],
-        };
-        let mut len: CK_ULONG = buffer.len() as CK_ULONG;
-        let out_ptr = match output {
-            Output::Null => ptr::null_mut(),
-            Output::Bytes(_) => buffer.as_mut_ptr(),
-        };
-        // SAFETY: `data` is valid for `data.len()` bytes and only read;
-        // `out_ptr` is NULL or valid for `len` writable bytes; `len` is a valid
-        // writable CK_ULONG.
-        let rv = unsafe {
-            f(
-                session,
-                data.as_ptr() as *mut u8,
-                data.len() as CK_ULONG,
-                out_ptr,
-                &mut len,
-            )
-        };
-        let bytes = match output {
-            Output::Bytes(n) if rv == CKR_OK && (len as usize) <= n => {
-                buffer.truncate(len as usize);
-                buffer
-            }
-            _ => Vec::new(),
-        };
-        Returned { rv, len, bytes }
+        one_shot(f, session, data, output)
     }
 
     /// C_Decrypt on an already-initialized operation with a caller-chosen
@@ -148,34 +158,7 @@ impl RawModule {
             .functions
             .C_Decrypt
             .expect("C_Decrypt in the function list");
-        let mut buffer = match output {
-            Output::Null => Vec::new(),
-            Output::Bytes(n) => vec![0u8; n],
-        };
-        let mut len: CK_ULONG = buffer.len() as CK_ULONG;
-        let out_ptr = match output {
-            Output::Null => ptr::null_mut(),
-            Output::Bytes(_) => buffer.as_mut_ptr(),
-        };
-        // SAFETY: as for `sign`: `data` is only read, `out_ptr` is NULL or
-        // valid for `len` writable bytes, `len` is a valid CK_ULONG.
-        let rv = unsafe {
-            f(
-                session,
-                data.as_ptr() as *mut u8,
-                data.len() as CK_ULONG,
-                out_ptr,
-                &mut len,
-            )
-        };
-        let bytes = match output {
-            Output::Bytes(n) if rv == CKR_OK && (len as usize) <= n => {
-                buffer.truncate(len as usize);
-                buffer
-            }
-            _ => Vec::new(),
-        };
-        Returned { rv, len, bytes }
+        one_shot(f, session, data, output)
     }
 
     /// C_Encrypt on an already-initialized operation with a caller-chosen
@@ -185,34 +168,7 @@ impl RawModule {
             .functions
             .C_Encrypt
             .expect("C_Encrypt in the function list");
-        let mut buffer = match output {
-            Output::Null => Vec::new(),
-            Output::Bytes(n) => vec![0u8; n],
-        };
-        let mut len: CK_ULONG = buffer.len() as CK_ULONG;
-        let out_ptr = match output {
-            Output::Null => ptr::null_mut(),
-            Output::Bytes(_) => buffer.as_mut_ptr(),
-        };
-        // SAFETY: as for `sign`: `data` is only read, `out_ptr` is NULL or
-        // valid for `len` writable bytes, `len` is a valid CK_ULONG.
-        let rv = unsafe {
-            f(
-                session,
-                data.as_ptr() as *mut u8,
-                data.len() as CK_ULONG,
-                out_ptr,
-                &mut len,
-            )
-        };
-        let bytes = match output {
-            Output::Bytes(n) if rv == CKR_OK && (len as usize) <= n => {
-                buffer.truncate(len as usize);
-                buffer
-            }
-            _ => Vec::new(),
-        };
-        Returned { rv, len, bytes }
+        one_shot(f, session, data, output)
     }
 
     /// C_EncryptInit (`encrypt`) or C_DecryptInit with CKM_AES_CTR, which
