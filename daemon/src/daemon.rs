@@ -5,7 +5,7 @@
 //! with sigwait, then stops the accept loop. The main thread removes the
 //! socket file and stops the card emulators it spawned.
 
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -99,20 +99,23 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let limits = config.limits;
     let connections = Arc::new(AtomicUsize::new(0));
     let stopping = Arc::new(AtomicBool::new(false));
-    {
+    let signals = {
         let stopping = stopping.clone();
-        let socket = config.socket.clone();
+        let listening = listener.as_raw_fd();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 let signal = shutdown_signals().wait();
                 tracing::info!(?signal, "shutting down");
                 stopping.store(true, Ordering::SeqCst);
-                // Wake the accept loop with a connection of our own.
-                let _ = UnixStream::connect(&socket);
+                // Wakes the accept loop: a listening socket that is shut
+                // down fails accept(). It works whatever became of the
+                // socket's path; the loop joins this thread before it drops
+                // the listener, so the descriptor is still ours here.
+                let _ = nix::sys::socket::shutdown(listening, nix::sys::socket::Shutdown::Both);
             })
-            .expect("spawning a thread");
-    }
+            .expect("spawning a thread")
+    };
     tracing::info!(socket = %config.socket.display(), slots = config.cards.len(), "ready");
 
     for stream in listener.incoming() {
@@ -148,6 +151,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             tracing::error!(error = %e, "cannot start a connection thread");
         }
     }
+    let _ = signals.join();
     drop(listener);
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!(error = %e, "cannot remove the socket file");

@@ -593,12 +593,37 @@ fn closed_by_daemon(stream: &mut UnixStream, within: Duration) -> bool {
         || e.kind() == std::io::ErrorKind::TimedOut)
 }
 
+/// A greeted client, reconnecting while the daemon closes new connections
+/// at once for want of a free place.
+fn served_client(daemon: &Daemon, app: u64) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        if !closed_by_daemon(&mut stream, Duration::from_millis(100)) {
+            stream.set_read_timeout(None).unwrap();
+            let mut c = Client {
+                stream,
+                next_id: 1,
+                buf: Vec::new(),
+            };
+            assert!(matches!(
+                c.call(RequestBody::Hello { app }),
+                ReplyResult::Ok(ReplyBody::Hello { .. })
+            ));
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no place became free");
+    }
+}
+
 #[test]
 fn connection_limit_and_hello_timeout_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_with(dir.path(), "max_connections = 2\nhello_timeout_secs = 1\n");
-    let mut first = daemon.client(1);
-    let second = daemon.client(2);
+    // The readiness probe's connection may still hold a place for a moment:
+    // wait until two connections are served before counting on the limit.
+    let mut first = served_client(&daemon, 1);
+    let second = served_client(&daemon, 2);
     // The readiness probe's connection may still hold a place for a moment;
     // poll until a third connection is refused for the limit alone.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -635,4 +660,18 @@ fn connection_limit_and_hello_timeout_are_enforced() {
         "a connection that never says Hello is closed after hello_timeout_secs"
     );
     assert!(matches!(first.ok(RequestBody::Slots), ReplyBody::Slots(_)));
+}
+
+/// SIGTERM stops the daemon even when its socket file was removed under it
+/// (the accept loop is woken through the listening socket, not its path),
+/// and a client served before keeps being served until then.
+#[test]
+fn sigterm_stops_the_daemon_after_its_socket_file_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(dir.path(), "");
+    let mut client = daemon.client(1);
+    std::fs::remove_file(&daemon.socket).unwrap();
+    assert!(matches!(client.ok(RequestBody::Slots), ReplyBody::Slots(_)));
+    let status = daemon.terminate();
+    assert!(status.success(), "exit status {status}");
 }
