@@ -40,6 +40,9 @@ pub struct FileConfig {
     /// application's last connection ends its sessions and login, and
     /// signing servers legitimately keep sessions open idle for hours.
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds a reply may wait for a client that does not read before the
+    /// connection is closed (default 30; 0 = never).
+    pub write_timeout_secs: Option<u64>,
 }
 
 /// One card.
@@ -87,6 +90,8 @@ pub struct Limits {
     pub hello_timeout: Option<std::time::Duration>,
     /// `None`: no limit.
     pub idle_timeout: Option<std::time::Duration>,
+    /// `None`: no limit.
+    pub write_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -95,6 +100,7 @@ impl Default for Limits {
             max_connections: 1024,
             hello_timeout: Some(std::time::Duration::from_secs(10)),
             idle_timeout: None,
+            write_timeout: Some(std::time::Duration::from_secs(30)),
         }
     }
 }
@@ -300,6 +306,7 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
         max_connections: file.max_connections.unwrap_or(defaults.max_connections),
         hello_timeout: seconds(file.hello_timeout_secs, defaults.hello_timeout),
         idle_timeout: seconds(file.idle_timeout_secs, defaults.idle_timeout),
+        write_timeout: seconds(file.write_timeout_secs, defaults.write_timeout),
     };
     if limits.max_connections == 0 {
         return Err(ConfigError::Invalid {
@@ -388,7 +395,7 @@ mod tests {
         assert_eq!(c.allowed_uids, vec![1000, 0]);
         assert_eq!(c.limits, Limits::default());
         let limited: FileConfig = toml::from_str(
-            "max_connections = 8\nhello_timeout_secs = 0\nidle_timeout_secs = 600\n",
+            "max_connections = 8\nhello_timeout_secs = 0\nidle_timeout_secs = 600\nwrite_timeout_secs = 0\n",
         )
         .unwrap();
         let c = resolve(limited, &f, 1000).unwrap();
@@ -398,6 +405,7 @@ mod tests {
             c.limits.idle_timeout,
             Some(std::time::Duration::from_secs(600))
         );
+        assert_eq!(c.limits.write_timeout, None);
         let none = FileConfig {
             max_connections: Some(0),
             ..FileConfig::default()

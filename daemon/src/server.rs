@@ -14,8 +14,9 @@
 //!
 //! Limits ([`crate::config::Limits`]): a connection must say Hello within
 //! the hello timeout and may then stay silent at most the idle timeout; a
-//! read that times out closes it like a peer that hung up. A client that
-//! does not read its replies is closed after [`WRITE_TIMEOUT`].
+//! read that times out closes it like a peer that hung up, and so does a
+//! reply that waits longer than the write timeout for a client that does
+//! not read.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -23,7 +24,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mesign_proto::{
     FrameError, Reply, ReplyBody, ReplyResult, Request, RequestBody, PROTOCOL_VERSION,
@@ -34,10 +34,6 @@ use crate::config::Limits;
 use crate::error::HsmError;
 use crate::hsm::{Hsm, SignCall};
 use crate::sessions::AppKey;
-
-/// How long a reply may wait for the client to make room in its socket
-/// before the connection is closed.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Buffers above this size are released after the frame that needed them.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -136,7 +132,7 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
     tracing::debug!(pid, uid, gid, "connection");
     // A client that stops reading its replies holds its thread and its
     // place among `max_connections` only this long.
-    if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
+    if let Err(e) = stream.set_write_timeout(limits.write_timeout) {
         tracing::warn!(error = %e, "cannot set a write timeout; closing");
         return;
     }

@@ -675,3 +675,52 @@ fn sigterm_stops_the_daemon_after_its_socket_file_is_gone() {
     let status = daemon.terminate();
     assert!(status.success(), "exit status {status}");
 }
+
+/// A client that sends requests and never reads the replies holds its
+/// connection only until a reply has waited `write_timeout_secs`: then the
+/// daemon closes it (its place and thread are free again).
+#[test]
+fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
+    use std::io::{ErrorKind, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(dir.path(), "write_timeout_secs = 1\n");
+    let mut flooder = daemon.client(1);
+    let mut frame = Vec::new();
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        id: 99,
+        body: RequestBody::Slots,
+    };
+    mesign_proto::encode_frame(&request, &mut frame);
+    // Send requests and read nothing: the replies fill the socket, the
+    // daemon's write blocks and it stops reading, our own write blocks in
+    // turn, and once a reply has waited the write timeout the daemon hangs
+    // up, which fails our blocked write. Whole frames only, blocking: a
+    // half-sent frame would leave the daemon waiting to read its rest.
+    flooder
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let closed = loop {
+        match flooder.stream.write_all(&frame) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the daemon kept a client that never reads ({sent} requests sent)"
+        );
+    };
+    assert!(
+        matches!(
+            closed.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+        ),
+        "our write failed for another reason: {closed} ({sent} requests sent)"
+    );
+    // Everyone else is still served.
+    let mut other = daemon.client(2);
+    assert!(matches!(other.ok(RequestBody::Slots), ReplyBody::Slots(_)));
+}
