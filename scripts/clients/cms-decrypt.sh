@@ -11,31 +11,8 @@
 source "$(dirname "$0")/common.sh"
 need openssl pkcs11-tool cmp
 
-ENGINE=$(find /usr/lib -path '*engines-3/pkcs11.so' -print -quit 2>/dev/null || true)
-if [ -z "$ENGINE" ]; then
-    echo "FAIL: the libp11 engine (libengine-pkcs11-openssl) is not installed"
-    exit 1
-fi
-
 start_token
-
-cat >"$WORK/openssl.cnf" <<EOF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $ENGINE
-MODULE_PATH = $MODULE
-PIN = $USER_PIN
-init = 0
-[req]
-distinguished_name = dn
-[dn]
-EOF
-export OPENSSL_CONF=$WORK/openssl.cnf
+use_openssl_engine
 
 # Plain openssl without the engine, for the CA and the sender's side.
 plain_openssl() { OPENSSL_CONF=/dev/null openssl "$@"; }

@@ -121,6 +121,34 @@ p11_user() { p11 --token-label "$TOKEN_LABEL" --login --pin "$USER_PIN" "$@"; }
 # hex ID, LABEL.
 keypair() { p11_user --keypairgen --key-type "$1" --id "$2" --label "$3" >/dev/null; }
 
+# Points OpenSSL at the libp11 engine (libengine-pkcs11-openssl) with our
+# module and the user PIN, through a config file in $WORK; fails the script
+# when the engine is not installed. Call after start_token.
+use_openssl_engine() {
+    ENGINE=$(find /usr/lib -path '*engines-3/pkcs11.so' -print -quit 2>/dev/null || true)
+    if [ -z "$ENGINE" ]; then
+        echo "FAIL: the libp11 engine (libengine-pkcs11-openssl) is not installed"
+        exit 1
+    fi
+    cat >"$WORK/openssl.cnf" <<EOF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $ENGINE
+MODULE_PATH = $MODULE
+PIN = $USER_PIN
+init = 0
+[req]
+distinguished_name = dn
+[dn]
+EOF
+    export OPENSSL_CONF=$WORK/openssl.cnf
+}
+
 # The clients' Python environment: a venv under target/ (created when
 # missing) with the two PKCS#11 bindings at the versions whose sdists the
 # test suites come from.

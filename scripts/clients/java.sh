@@ -9,33 +9,14 @@
 source "$(dirname "$0")/common.sh"
 need java javac openssl pkcs11-tool
 HERE=$(cd "$(dirname "$0")" && pwd)
-ENGINE=$(find /usr/lib -path '*engines-3/pkcs11.so' -print -quit 2>/dev/null || true)
-[ -n "$ENGINE" ] || { echo "FAIL: libengine-pkcs11-openssl is not installed"; exit 1; }
-
 start_token
-
-cat >"$WORK/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $ENGINE
-MODULE_PATH = $MODULE
-PIN = $USER_PIN
-init = 0
-[req]
-distinguished_name = dn
-[dn]
-CNF
+use_openssl_engine
 
 # with_certificate TYPE ID LABEL: key pair plus a self-signed certificate
 # with the same CKA_ID and label, as Java's KeyStore wants.
 with_certificate() {
     keypair "$1" "$2" "$3" &&
-        OPENSSL_CONF=$WORK/openssl.cnf openssl req -new -x509 -days 2 -engine pkcs11 \
+        openssl req -new -x509 -days 2 -engine pkcs11 \
             -keyform engine -key "pkcs11:token=$TOKEN_LABEL;object=$3;type=private" \
             -subj "/CN=$3" -sha256 -outform DER -out "$WORK/$3.der" &&
         p11_user --write-object "$WORK/$3.der" --type cert --id "$2" --label "$3" >/dev/null
