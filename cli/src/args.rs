@@ -92,6 +92,16 @@ const COMMANDS: &[(&[&str], &[Spec])] = &[
         &[("passphrase-file", true), ("replace", false)],
     ),
     (&["domain", "show"], &[]),
+    (
+        &["domain", "tls-cert"],
+        &[
+            ("name", true),
+            ("out-dir", true),
+            ("ip", true),
+            ("dns", true),
+            ("client", false),
+        ],
+    ),
     (&["backup", "export"], &[("out", true)]),
     (&["backup", "import"], &[]),
 ];

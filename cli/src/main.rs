@@ -22,6 +22,7 @@ mod error;
 mod keys;
 mod pin;
 mod public_key;
+mod tls_cert;
 mod token;
 
 use std::process::ExitCode;
@@ -80,6 +81,12 @@ Two boxes: cloning domain and backup (see the README)
   domain join SHAREFILE... [--replace]
                                  SO: install the domain of K share files
   domain show                    the card's domain id, or none
+  domain tls-cert --name NAME --out-dir DIR [--ip A] [--dns H] [--client]
+                                 SO: a TLS key pair (made here) and its
+                                 certificate, signed by the card's domain CA:
+                                 NAME.crt, NAME.key (0600), domain-ca.crt;
+                                 a box's (peers and listener) or, with
+                                 --client, a signing server's
   backup export --out FILE       user: every token object, keys wrapped
                                  under the domain key, tagged by the card
   backup import FILE             user: restore a backup of the same domain
@@ -120,6 +127,7 @@ fn run() -> Result<(), CliError> {
         ["domain", "create"] => domain::create(&args),
         ["domain", "join"] => domain::join(&args),
         ["domain", "show"] => domain::show(&args),
+        ["domain", "tls-cert"] => tls_cert::issue(&args),
         ["backup", "export"] => backup::export(&args),
         ["backup", "import"] => backup::import(&args),
         other => Err(CliError::Usage(format!(

@@ -22,7 +22,12 @@
 //!   CKA_CHECK_VALUE are derived from its CKA_VALUE (see
 //!   [`crate::certificate`]) and cannot be changed afterwards.
 //! - A private key may not be both CKA_DECRYPT and CKA_UNWRAP (a wrapped key
-//!   could otherwise be decrypted into the clear).
+//!   could otherwise be decrypted into the clear); the full rule on usages
+//!   no key may combine is [`key_roles`], checked at creation and on every
+//!   change.
+//! - CKA_WRAP_WITH_TRUSTED only goes false → true; CKA_WRAP_TEMPLATE and
+//!   CKA_UNWRAP_TEMPLATE (nested templates, one level deep) are fixed once
+//!   the key exists.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +41,12 @@ use crate::error::HsmError;
 // Secret key templates; a child module so that it shares the helpers below.
 #[path = "secret_keys.rs"]
 pub mod secret_keys;
+// The usages no key may combine (API attacks).
+#[path = "key_roles.rs"]
+pub mod key_roles;
+// Templates of keys made by C_UnwrapKey.
+#[path = "unwrap_templates.rs"]
+pub mod unwrap_templates;
 
 /// Attributes in wire form, by type.
 pub type AttrMap = BTreeMap<u64, Vec<u8>>;
@@ -52,6 +63,7 @@ const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 
 const COMMON: &[u64] = &[
     CKA_CLASS,
+    CKA_UNIQUE_ID,
     CKA_TOKEN,
     CKA_PRIVATE,
     CKA_MODIFIABLE,
@@ -97,6 +109,7 @@ const PUBLIC_KEY: &[u64] = &[
     CKA_WRAP,
     CKA_TRUSTED,
     CKA_PUBLIC_KEY_INFO,
+    CKA_WRAP_TEMPLATE,
 ];
 const PRIVATE_KEY: &[u64] = &[
     CKA_SUBJECT,
@@ -111,6 +124,7 @@ const PRIVATE_KEY: &[u64] = &[
     CKA_WRAP_WITH_TRUSTED,
     CKA_ALWAYS_AUTHENTICATE,
     CKA_PUBLIC_KEY_INFO,
+    CKA_UNWRAP_TEMPLATE,
 ];
 /// CKO_SECRET_KEY's own attributes (after [`KEY`]).
 const SECRET_KEY: &[u64] = &[
@@ -129,6 +143,8 @@ const SECRET_KEY: &[u64] = &[
     CKA_TRUSTED,
     CKA_VALUE,
     CKA_VALUE_LEN,
+    CKA_WRAP_TEMPLATE,
+    CKA_UNWRAP_TEMPLATE,
 ];
 /// A secret key's value and what follows from it: never changed.
 const SECRET_DERIVED: &[u64] = &[CKA_VALUE, CKA_VALUE_LEN, CKA_CHECK_VALUE];
@@ -149,6 +165,7 @@ const PRIVATE_COMPONENTS: &[u64] = &[
 
 /// Attributes only the daemon sets, whatever the operation.
 const COMPUTED: &[u64] = &[
+    CKA_UNIQUE_ID,
     CKA_LOCAL,
     CKA_ALWAYS_SENSITIVE,
     CKA_NEVER_EXTRACTABLE,
@@ -158,6 +175,7 @@ const COMPUTED: &[u64] = &[
 /// Attributes C_SetAttributeValue may never change.
 const FIXED: &[u64] = &[
     CKA_CLASS,
+    CKA_UNIQUE_ID,
     CKA_KEY_TYPE,
     CKA_CERTIFICATE_TYPE,
     CKA_TOKEN,
@@ -218,7 +236,14 @@ fn check_form(ty: u64, value: &[u8]) -> Result<(), HsmError> {
         AttrKind::Date => {
             value.is_empty() || (value.len() == 8 && value.iter().all(u8::is_ascii_digit))
         }
-        AttrKind::AttributeArray | AttrKind::Bytes => true,
+        // A nested template: each attribute in its own form, no deeper
+        // nesting.
+        AttrKind::AttributeArray => attr::read_attribute_array(value).is_some_and(|inner| {
+            inner.iter().all(|a| {
+                attr::kind(a.ty) != AttrKind::AttributeArray && check_form(a.ty, &a.value).is_ok()
+            })
+        }),
+        AttrKind::Bytes => true,
     };
     if ok {
         Ok(())
@@ -491,6 +516,7 @@ pub fn key_pair_plan(
     if decrypt && unwrap {
         return Err(HsmError::TemplateInconsistent(CKA_UNWRAP));
     }
+    key_roles::check_pair(&public, &private)?;
 
     for (map, class) in [
         (&mut public, CKO_PUBLIC_KEY),
@@ -586,6 +612,11 @@ pub fn set_attributes(
         check_change(current, ty, value, card_key, so, FIXED)?;
         next.insert(ty, value.clone());
     }
+    // No change may bring conflicting roles together (a key stored before
+    // the rule keeps working for everything but wrapping).
+    if key_roles::check(current).is_ok() {
+        key_roles::check(&next)?;
+    }
     Ok(next)
 }
 
@@ -654,6 +685,11 @@ fn check_change(
         CKA_COPYABLE if new != Some(false) => Err(HsmError::AttributeReadOnly(ty)),
         CKA_TRUSTED if !so => Err(HsmError::AttributeReadOnly(ty)),
         CKA_ALWAYS_AUTHENTICATE if new != Some(true) => Err(HsmError::AttributeReadOnly(ty)),
+        // Once set, a key keeps needing a trusted wrapping key (PKCS#11
+        // 3.0 §4.9); and the templates that bound what wrapping and
+        // unwrapping may do stay as the key was made.
+        CKA_WRAP_WITH_TRUSTED if new != Some(true) => Err(HsmError::AttributeReadOnly(ty)),
+        CKA_WRAP_TEMPLATE | CKA_UNWRAP_TEMPLATE => Err(HsmError::AttributeReadOnly(ty)),
         _ => Ok(()),
     }
 }

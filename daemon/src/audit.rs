@@ -79,17 +79,74 @@ impl ObjectName {
 /// One thing worth recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    TokenInit { label: Vec<u8> },
-    LoginFailure { role: Role, failures: u32 },
-    PinLocked { role: Role },
-    Login { role: Role },
+    TokenInit {
+        label: Vec<u8>,
+    },
+    LoginFailure {
+        role: Role,
+        failures: u32,
+    },
+    PinLocked {
+        role: Role,
+    },
+    Login {
+        role: Role,
+    },
     PinInitialized,
-    PinChanged { role: Role },
-    KeyGenerated { private: ObjectName, public: u64 },
+    PinChanged {
+        role: Role,
+    },
+    KeyGenerated {
+        private: ObjectName,
+        public: u64,
+    },
     CertificateImported(ObjectName),
     ObjectCreated(ObjectName),
     ObjectDestroyed(ObjectName),
-    Signatures { key: ObjectName, count: u64 },
+    Signatures {
+        key: ObjectName,
+        count: u64,
+    },
+    /// The card made a new cloning domain (`domain create`).
+    DomainCreated {
+        domain_id: Vec<u8>,
+        shares: usize,
+    },
+    /// The card joined a cloning domain (`domain join`).
+    DomainJoined {
+        domain_id: Vec<u8>,
+    },
+    /// `domain tls-cert`: the card's domain CA signed a certificate.
+    TlsCertificateSigned {
+        tbs_sha256: Vec<u8>,
+    },
+    BackupExported {
+        objects: usize,
+    },
+    BackupImported {
+        restored: u64,
+        skipped: usize,
+    },
+    /// A token object's change was acknowledged by peer box `peer`.
+    ReplicationSent {
+        peer: String,
+        unique_id: String,
+        version: u64,
+        deleted: bool,
+    },
+    /// A peer box's change of a token object was applied here.
+    ReplicationApplied {
+        unique_id: String,
+        version: u64,
+        deleted: bool,
+    },
+    /// A peer box's change was not applied: this box holds a newer
+    /// version, or applying it failed (`reason`).
+    ReplicationRefused {
+        unique_id: String,
+        version: u64,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -106,6 +163,14 @@ impl Event {
             Event::ObjectCreated(_) => "object_created",
             Event::ObjectDestroyed(_) => "object_destroyed",
             Event::Signatures { .. } => "signatures",
+            Event::DomainCreated { .. } => "domain_created",
+            Event::DomainJoined { .. } => "domain_joined",
+            Event::TlsCertificateSigned { .. } => "tls_certificate_signed",
+            Event::BackupExported { .. } => "backup_exported",
+            Event::BackupImported { .. } => "backup_imported",
+            Event::ReplicationSent { .. } => "replication_sent",
+            Event::ReplicationApplied { .. } => "replication_applied",
+            Event::ReplicationRefused { .. } => "replication_refused",
         }
     }
 
@@ -134,6 +199,33 @@ impl Event {
                 v["count"] = json!(count);
                 v
             }
+            Event::DomainCreated { domain_id, shares } => {
+                json!({"domain_id": hex(domain_id), "shares": shares})
+            }
+            Event::DomainJoined { domain_id } => json!({"domain_id": hex(domain_id)}),
+            Event::TlsCertificateSigned { tbs_sha256 } => json!({"tbs_sha256": hex(tbs_sha256)}),
+            Event::BackupExported { objects } => json!({"objects": objects}),
+            Event::BackupImported { restored, skipped } => {
+                json!({"restored": restored, "skipped": skipped})
+            }
+            Event::ReplicationSent {
+                peer,
+                unique_id,
+                version,
+                deleted,
+            } => {
+                json!({"peer": peer, "unique_id": unique_id, "version": version, "deleted": deleted})
+            }
+            Event::ReplicationApplied {
+                unique_id,
+                version,
+                deleted,
+            } => json!({"unique_id": unique_id, "version": version, "deleted": deleted}),
+            Event::ReplicationRefused {
+                unique_id,
+                version,
+                reason,
+            } => json!({"unique_id": unique_id, "version": version, "reason": reason}),
         }
     }
 }
@@ -399,6 +491,51 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn domain_backup_and_replication_events_are_named_with_their_details() {
+        let cases = [
+            (
+                Event::DomainCreated {
+                    domain_id: vec![0xab; 2],
+                    shares: 3,
+                },
+                "domain_created",
+                json!({"domain_id": "abab", "shares": 3}),
+            ),
+            (
+                Event::BackupImported {
+                    restored: 5,
+                    skipped: 1,
+                },
+                "backup_imported",
+                json!({"restored": 5, "skipped": 1}),
+            ),
+            (
+                Event::ReplicationSent {
+                    peer: "b:7443".into(),
+                    unique_id: "u1".into(),
+                    version: 2,
+                    deleted: true,
+                },
+                "replication_sent",
+                json!({"peer": "b:7443", "unique_id": "u1", "version": 2, "deleted": true}),
+            ),
+            (
+                Event::ReplicationRefused {
+                    unique_id: "u1".into(),
+                    version: 1,
+                    reason: "newer".into(),
+                },
+                "replication_refused",
+                json!({"unique_id": "u1", "version": 1, "reason": "newer"}),
+            ),
+        ];
+        for (event, kind, detail) in cases {
+            assert_eq!(event.kind(), kind);
+            assert_eq!(event.detail(), detail);
+        }
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! lands in the token store. The card does the cryptography (see the
 //! shim's `firmware/domain.rs`); keys pass through here only wrapped.
 //!
+//! Replication reuses the per-object rewrap of backups: the seams between
+//! the token state and `crate::replication` (the hook a slot calls around
+//! every commit of token objects, the export of one object, the apply of
+//! a peer's change) and `CKA_UNIQUE_ID`, the identity of an object across
+//! boxes, live here too.
+//!
 //! A child module of `hsm` so that it shares the session and object
 //! checks there.
 
@@ -20,11 +26,13 @@ use pci_driver_shim::command::{
 };
 use zeroize::Zeroize;
 
-use super::{Hsm, Slot};
+use super::{Hsm, Slot, TokenChange};
 use crate::attributes;
+use crate::audit::Event;
 use crate::card::CardFailure;
 use crate::error::HsmError;
 use crate::objects::Object;
+use crate::replication::{ChangeHook, LocalChange};
 use crate::sessions::{AppKey, Login, SessionView};
 use crate::store::CardKey;
 
@@ -61,11 +69,22 @@ impl Hsm {
             };
             let answer = self.slot(view.slot)?.card.call(&request);
             wipe_create(request);
-            Ok(answer?)
+            Ok((view.slot, answer?))
         });
         passphrases.iter_mut().for_each(Zeroize::zeroize);
         match answer? {
-            CardResponse::DomainShares(shares) => Ok(shares.into_iter().map(to_wire).collect()),
+            (slot, CardResponse::DomainShares(shares)) => {
+                if let Some(first) = shares.first() {
+                    self.slot(slot)?.audit(
+                        Some(app.pid),
+                        Event::DomainCreated {
+                            domain_id: first.domain_id.clone(),
+                            shares: shares.len(),
+                        },
+                    );
+                }
+                Ok(shares.into_iter().map(to_wire).collect())
+            }
             _ => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
         }
     }
@@ -93,10 +112,47 @@ impl Hsm {
             if let CardRequest::DomainJoin { mut shares, .. } = request {
                 shares.iter_mut().for_each(|s| s.passphrase.zeroize());
             }
-            Ok(answer?)
+            Ok((view.slot, answer?))
         });
         shares.iter_mut().for_each(|s| s.passphrase.zeroize());
-        domain_id(answer?)
+        let (slot, answer) = answer?;
+        let joined = domain_id(answer)?;
+        if let Some(id) = &joined {
+            let event = Event::DomainJoined {
+                domain_id: id.clone(),
+            };
+            self.slot(slot)?.audit(Some(app.pid), event);
+        }
+        Ok(joined)
+    }
+
+    /// The public key of the domain's TLS CA (anyone may ask).
+    pub(super) fn domain_ca_public(&self, slot: u64) -> Result<Vec<u8>, HsmError> {
+        match self.slot(slot)?.card.call(&CardRequest::DomainCaPublic)? {
+            CardResponse::Bytes(public) => Ok(public),
+            _ => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+        }
+    }
+
+    /// `domain tls-cert`: the SO has the card sign a certificate. Box
+    /// certificates may replicate objects into every box of the domain,
+    /// so issuing them is the SO's, like joining the domain.
+    pub(super) fn domain_ca_sign(
+        &self,
+        app: AppKey,
+        session: u64,
+        tbs: Vec<u8>,
+    ) -> Result<Vec<u8>, HsmError> {
+        let view = self.admin_view(app, session, Login::So)?;
+        let slot = self.slot(view.slot)?;
+        let tbs_sha256 = sha256(&tbs);
+        match slot.card.call(&CardRequest::DomainCaSign { tbs })? {
+            CardResponse::Bytes(signature) => {
+                slot.audit(Some(app.pid), Event::TlsCertificateSigned { tbs_sha256 });
+                Ok(signature)
+            }
+            _ => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+        }
     }
 
     /// The domain id of a slot's card (anyone on the socket may ask).
@@ -126,26 +182,9 @@ impl Hsm {
         };
         let mut backed_up = Vec::with_capacity(objects.len());
         for object in objects {
-            let attributes = attributes::to_list(&object.attrs);
-            let key = match &object.card_key {
-                None => None,
-                Some(card_key) => {
-                    let request = CardRequest::ExportKey {
-                        blob: card_key.blob.clone(),
-                        policy: card_key.policy.clone(),
-                        binding: binding(&attributes),
-                    };
-                    match slot.card.call(&request)? {
-                        CardResponse::Bytes(blob) => Some(BackupKey {
-                            blob,
-                            policy: card_key.policy.to_aad(),
-                        }),
-                        _ => return Err(HsmError::Card(CardFailure::UnexpectedResponse)),
-                    }
-                }
-            };
-            backed_up.push(BackupObject { attributes, key });
+            backed_up.push(slot.export_object(&object)?);
         }
+        let exported = backed_up.len();
         let body = BackupBody {
             domain_id,
             source_serial: slot.card.info().serial,
@@ -173,6 +212,7 @@ impl Hsm {
         if file.len() > MAX_FRAME - FRAME_MARGIN {
             return Err(HsmError::DataLenRange(file.len()));
         }
+        slot.audit(Some(app.pid), Event::BackupExported { objects: exported });
         Ok(file)
     }
 
@@ -199,14 +239,20 @@ impl Hsm {
             CardResponse::Verified(false) => return Err(HsmError::SignatureInvalid),
             _ => return Err(HsmError::Card(CardFailure::UnexpectedResponse)),
         }
-        let mut present: BTreeSet<(u64, Vec<u8>)> = {
+        // An object is there already if its class and CKA_ID (or label)
+        // are, or its CKA_UNIQUE_ID is (the same object renamed since).
+        let (mut present, mut present_unique): (BTreeSet<(u64, Vec<u8>)>, BTreeSet<String>) = {
             let state = slot.read();
-            state
+            let objects: Vec<&Object> = state
                 .objects
                 .token_handles()
                 .into_iter()
-                .filter_map(|id| state.objects.get(id).map(|o| identity(&o.attrs)))
-                .collect()
+                .filter_map(|id| state.objects.get(id))
+                .collect();
+            (
+                objects.iter().map(|o| identity(&o.attrs)).collect(),
+                objects.iter().filter_map(|o| unique_id(&o.attrs)).collect(),
+            )
         };
         let mut restored = Vec::new();
         let mut skipped = Vec::new();
@@ -216,7 +262,8 @@ impl Hsm {
                 return Err(HsmError::DataInvalid);
             }
             let identity = identity(&attrs);
-            if !present.insert(identity.clone()) {
+            let new_unique = unique_id(&attrs).is_none_or(|u| present_unique.insert(u));
+            if !present.insert(identity.clone()) || !new_unique {
                 skipped.push(SkippedObject {
                     class: identity.0,
                     id: attrs.get(&CKA_ID).cloned().unwrap_or_default(),
@@ -240,8 +287,259 @@ impl Hsm {
         }
         let count = restored.len() as u64;
         self.store_objects(&view, restored)?;
+        let event = Event::BackupImported {
+            restored: count,
+            skipped: skipped.len(),
+        };
+        slot.audit(Some(app.pid), event);
         Ok((count, skipped))
     }
+}
+
+/// A slot's replication hook, set once when the daemon starts replicating.
+pub(crate) struct Replication {
+    index: u64,
+    hook: Arc<dyn ChangeHook>,
+}
+
+impl Hsm {
+    /// Has every slot report its token-object changes to `hook`.
+    pub fn start_replication(&self, hook: Arc<dyn ChangeHook>) {
+        for (index, slot) in self.slots.iter().enumerate() {
+            let _ = slot.replication.set(Replication {
+                index: index as u64,
+                hook: hook.clone(),
+            });
+        }
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every token object of `slot` with its `CKA_UNIQUE_ID`.
+    pub fn replica_objects(&self, slot: u64) -> Result<Vec<(String, Object)>, HsmError> {
+        let state = self.slot(slot)?.read();
+        Ok(state
+            .objects
+            .token_handles()
+            .into_iter()
+            .filter_map(|id| state.objects.get(id))
+            .filter_map(|o| unique_id(&o.attrs).map(|u| (u, o.clone())))
+            .collect())
+    }
+
+    /// The token object of `slot` whose `CKA_UNIQUE_ID` is `unique`.
+    pub fn replica_object(&self, slot: u64, unique: &str) -> Result<Option<Object>, HsmError> {
+        Ok(self
+            .slot(slot)?
+            .find_unique(unique)
+            .map(|(_, object)| object))
+    }
+
+    /// One object as it travels to a peer (its key rewrapped by the card
+    /// under the domain key).
+    pub fn replica_export(&self, slot: u64, object: &Object) -> Result<BackupObject, HsmError> {
+        self.slot(slot)?.export_object(object)
+    }
+
+    /// Applies a peer's change of the object `unique_id`: `None` deletes
+    /// it; otherwise it is created (its key rewrapped by the card under
+    /// its master key) or its attributes replaced (the key this card holds
+    /// for it stays). Not replicated back.
+    pub fn replica_apply(
+        &self,
+        slot: u64,
+        unique: &str,
+        object: Option<BackupObject>,
+    ) -> Result<(), HsmError> {
+        let slot = self.slot(slot)?;
+        let existing = slot.find_unique(unique);
+        let Some(object) = object else {
+            return match existing {
+                None => Ok(()),
+                Some((id, _)) => slot.commit(TokenChange {
+                    delete: vec![id],
+                    from_peer: true,
+                    ..TokenChange::default()
+                }),
+            };
+        };
+        let attrs = attributes::from_list(&object.attributes);
+        if attributes::flag(&attrs, CKA_TOKEN) != Some(true)
+            || unique_id(&attrs).as_deref() != Some(unique)
+        {
+            return Err(HsmError::DataInvalid);
+        }
+        let (id, card_key) = match existing {
+            Some((id, old)) if old.card_key.is_some() => (id, old.card_key),
+            found => {
+                let id = found
+                    .map(|(id, _)| id)
+                    .unwrap_or_else(|| self.allocate(slot, true));
+                let key = match object.key {
+                    None => None,
+                    Some(key) => Some(Arc::new(restore_key(slot, key, &object.attributes, id)?)),
+                };
+                (id, key)
+            }
+        };
+        slot.commit(TokenChange {
+            record: Some(Box::new(move |r| {
+                r.next_object_id = r.next_object_id.max(id + 1)
+            })),
+            put: vec![(
+                id,
+                Object {
+                    attrs,
+                    card_key,
+                    owner: None,
+                },
+            )],
+            from_peer: true,
+            ..TokenChange::default()
+        })
+    }
+
+    /// Appends a replication event to `slot`'s audit log.
+    pub fn replica_audit(&self, slot: u64, event: Event) {
+        if let Ok(slot) = self.slot(slot) {
+            slot.audit(None, event);
+        }
+    }
+}
+
+impl Slot {
+    /// The id and a copy of the token object whose `CKA_UNIQUE_ID` is
+    /// `unique`.
+    fn find_unique(&self, unique: &str) -> Option<(u64, Object)> {
+        let state = self.read();
+        state.objects.token_handles().into_iter().find_map(|id| {
+            let o = state.objects.get(id)?;
+            let found = o.attrs.get(&CKA_UNIQUE_ID).map(Vec::as_slice) == Some(unique.as_bytes());
+            found.then(|| (id, o.clone()))
+        })
+    }
+
+    /// One token object as a backup or a peer receives it.
+    fn export_object(&self, object: &Object) -> Result<BackupObject, HsmError> {
+        let attributes = attributes::to_list(&object.attrs);
+        let key = match &object.card_key {
+            None => None,
+            Some(card_key) => {
+                let request = CardRequest::ExportKey {
+                    blob: card_key.blob.clone(),
+                    policy: card_key.policy.clone(),
+                    binding: binding(&attributes),
+                };
+                match self.card.call(&request)? {
+                    CardResponse::Bytes(blob) => Some(BackupKey {
+                        blob,
+                        policy: card_key.policy.to_aad(),
+                    }),
+                    _ => return Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+                }
+            }
+        };
+        Ok(BackupObject { attributes, key })
+    }
+
+    /// Before a local change of token objects commits: what it does to
+    /// each object, told to the replication hook, which may refuse it
+    /// (mode "both" with a peer down). Changes from peers, and the
+    /// clearing of a token (C_InitToken, local to its box), are not
+    /// replicated.
+    pub(super) fn replicate_before(
+        &self,
+        change: &TokenChange,
+    ) -> Result<Option<Vec<LocalChange>>, HsmError> {
+        let Some(replication) = self.replication.get() else {
+            return Ok(None);
+        };
+        if change.from_peer || (change.put.is_empty() && change.delete.is_empty()) {
+            return Ok(None);
+        }
+        let mut changes = Vec::new();
+        for (_, object) in &change.put {
+            if let Some(unique) = unique_id(&object.attrs).filter(|_| object.is_token()) {
+                changes.push(LocalChange {
+                    unique_id: unique,
+                    object: Some(object.clone()),
+                });
+            }
+        }
+        {
+            let state = self.read();
+            for id in &change.delete {
+                if let Some(unique) = state.objects.get(*id).and_then(|o| unique_id(&o.attrs)) {
+                    changes.push(LocalChange {
+                        unique_id: unique,
+                        object: None,
+                    });
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        replication
+            .hook
+            .before_commit(replication.index, &changes)?;
+        Ok(Some(changes))
+    }
+
+    /// After that change committed.
+    pub(super) fn replicate_after(&self, changes: Option<Vec<LocalChange>>) {
+        if let (Some(replication), Some(changes)) = (self.replication.get(), changes) {
+            replication.hook.after_commit(replication.index, changes);
+        }
+    }
+
+    /// Gives every token object that predates `CKA_UNIQUE_ID` one, durably
+    /// (at start, before any client or peer can see them).
+    pub(super) fn assign_missing_unique_ids(&self) -> Result<(), HsmError> {
+        let missing: Vec<(u64, Object)> = {
+            let state = self.read();
+            state
+                .objects
+                .token_handles()
+                .into_iter()
+                .filter_map(|id| state.objects.get(id).map(|o| (id, o.clone())))
+                .filter(|(_, o)| unique_id(&o.attrs).is_none())
+                .map(|(id, mut o)| {
+                    assign_unique_id(&mut o.attrs);
+                    (id, o)
+                })
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.commit(TokenChange {
+            put: missing,
+            ..TokenChange::default()
+        })
+    }
+}
+
+/// `CKA_UNIQUE_ID` (PKCS#11 3.0 §4.4.1): assigned by the token when an
+/// object is made, never changed, kept by backups and replication so that
+/// one object has one identity on every box: 16 random bytes, hex.
+pub(super) fn assign_unique_id(attrs: &mut attributes::AttrMap) {
+    if attrs.contains_key(&CKA_UNIQUE_ID) {
+        return;
+    }
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator works");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    attrs.insert(CKA_UNIQUE_ID, hex.into_bytes());
+}
+
+/// An object's `CKA_UNIQUE_ID`, if it has one.
+pub fn unique_id(attrs: &attributes::AttrMap) -> Option<String> {
+    attrs
+        .get(&CKA_UNIQUE_ID)
+        .and_then(|v| String::from_utf8(v.clone()).ok())
 }
 
 /// The card rewraps one backed-up key under its master key for object `id`.

@@ -91,7 +91,10 @@ pub mod fake {
                 CardRequest::Random { len } => CardResponse::Bytes(vec![0x5a; *len as usize]),
                 CardRequest::Decrypt { input, .. } => CardResponse::Bytes(input[..8].to_vec()),
                 CardRequest::GenerateSecret { policy }
-                | CardRequest::ImportSecret { policy, .. } => CardResponse::SecretKey {
+                | CardRequest::ImportSecret { policy, .. }
+                | CardRequest::DeriveEcdh {
+                    derived: policy, ..
+                } => CardResponse::SecretKey {
                     blob: policy.object_id.to_le_bytes().to_vec(),
                     check_value: vec![1, 2, 3],
                 },
@@ -102,11 +105,25 @@ pub mod fake {
                 | CardRequest::DomainJoin { .. }
                 | CardRequest::ExportKey { .. }
                 | CardRequest::ImportKey { .. }
-                | CardRequest::BackupTag { .. } => {
+                | CardRequest::BackupTag { .. }
+                | CardRequest::DomainCaPublic
+                | CardRequest::DomainCaSign { .. } => {
                     return Err(CardFailure::Fault(
                         pci_driver_shim::command::CardFault::NoDomain,
                     ))
                 }
+                // Wrapping echoes the blob; unwrapping makes a 32-byte key
+                // of the requested kind (the fake card holds no keys).
+                CardRequest::WrapKey { blob, .. } => CardResponse::Bytes(blob.clone()),
+                CardRequest::UnwrapKey { new_policy, .. } => CardResponse::Unwrapped {
+                    blob: new_policy.object_id.to_le_bytes().to_vec(),
+                    spec: match new_policy.spec {
+                        KeySpec::GenericSecret { .. } => KeySpec::GenericSecret { bytes: 32 },
+                        _ => KeySpec::Aes { bytes: 32 },
+                    },
+                    check_value: vec![1, 2, 3],
+                    public: None,
+                },
                 CardRequest::Mac { expected, .. } => match expected {
                     Some(tag) => CardResponse::Verified(tag.iter().all(|&b| b == 0x5a)),
                     None => CardResponse::Bytes(vec![0x5a; 16]),

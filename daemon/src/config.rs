@@ -43,6 +43,48 @@ pub struct FileConfig {
     /// Seconds a reply may wait for a client that does not read before the
     /// connection is closed (default 30; 0 = never).
     pub write_timeout_secs: Option<u64>,
+    /// The mutual-TLS listener for remote signing servers and peer boxes.
+    pub tls: Option<TlsConfig>,
+    /// Keeping token objects in step with other boxes of the domain.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// `[tls]`: certificates issued by `mesign-hsm domain tls-cert`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `host:port` to listen on; no listener when absent (the certificate
+    /// still serves replication to peers).
+    pub listen: Option<String>,
+    /// PEM: this box's certificate (chain).
+    pub cert: PathBuf,
+    /// PEM PKCS#8: its private key.
+    pub key: PathBuf,
+    /// PEM: the domain CA, the only trust anchor.
+    pub ca: PathBuf,
+}
+
+/// `[replication]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The other boxes, `host:port` of their TLS listeners.
+    pub peers: Vec<String>,
+    /// When a change is acknowledged (default async).
+    #[serde(default)]
+    pub mode: ReplicationMode,
+}
+
+/// When a replicated change is acknowledged to the application.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// At once; peers receive it in the background (and on reconnect).
+    #[default]
+    Async,
+    /// Only after every peer applied it; if one cannot, the call fails
+    /// with CKR_DEVICE_ERROR and the change is not made.
+    Both,
 }
 
 /// One card.
@@ -80,6 +122,8 @@ pub struct Config {
     pub pins: PinPolicy,
     pub log: String,
     pub limits: Limits,
+    pub tls: Option<TlsConfig>,
+    pub replication: Option<ReplicationConfig>,
 }
 
 /// Connection limits (see the matching [`FileConfig`] keys).
@@ -314,6 +358,12 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
             reason: "must be at least 1",
         });
     }
+    if file.replication.is_some() && file.tls.is_none() {
+        return Err(ConfigError::Invalid {
+            setting: "replication",
+            reason: "peers are reached over mutual TLS: a [tls] section is needed",
+        });
+    }
     let mut allowed_uids = file.allowed_uids.unwrap_or_else(|| vec![own_uid, 0]);
     allowed_uids.dedup();
     let mut allowed_gids = file.allowed_gids.unwrap_or_default();
@@ -335,6 +385,8 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
         pins,
         log: file.log.unwrap_or_else(|| "info".into()),
         limits,
+        tls: file.tls,
+        replication: file.replication,
     })
 }
 
@@ -344,6 +396,36 @@ mod tests {
 
     fn flags(list: &[&str]) -> Result<Flags, ConfigError> {
         parse_flags(list.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn tls_and_replication_sections_are_read_and_replication_needs_tls() {
+        let parse = |text: &str| {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            let f = flags(&["--state-dir", "/s", "--socket", "/k"]).unwrap();
+            resolve(file, &f, 0)
+        };
+        let tls = "[tls]\nlisten = \"127.0.0.1:7443\"\ncert = \"/a.crt\"\nkey = \"/a.key\"\nca = \"/ca.crt\"\n";
+        let both = parse(&format!(
+            "{tls}[replication]\npeers = [\"b:7443\"]\nmode = \"both\"\n"
+        ))
+        .unwrap();
+        assert_eq!(both.tls.unwrap().listen.as_deref(), Some("127.0.0.1:7443"));
+        let replication = both.replication.unwrap();
+        assert_eq!(replication.mode, ReplicationMode::Both);
+        assert_eq!(replication.peers, ["b:7443"]);
+        let default = parse(&format!("{tls}[replication]\npeers = []\n")).unwrap();
+        assert_eq!(default.replication.unwrap().mode, ReplicationMode::Async);
+        assert!(matches!(
+            parse("[replication]\npeers = [\"b:7443\"]\n"),
+            Err(ConfigError::Invalid {
+                setting: "replication",
+                ..
+            })
+        ));
+        assert!(
+            toml::from_str::<FileConfig>("[replication]\npeers = []\nmode = \"sync\"").is_err()
+        );
     }
 
     #[test]

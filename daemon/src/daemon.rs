@@ -4,6 +4,11 @@
 //! any thread starts, and threads inherit it); one thread waits for them
 //! with sigwait, then stops the accept loop. The main thread removes the
 //! socket file and stops the card emulators it spawned.
+//!
+//! With `[tls] listen`, a second thread accepts TCP connections and serves
+//! each on its own thread over mutual TLS (`crate::tls`), sharing the
+//! connection limit with the Unix socket; with `[replication]`, the
+//! replicator starts before either accepts.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +19,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use crate::cards::{self, OpenedCard};
 use crate::config::Config;
 use crate::hsm::{Hsm, Slot};
-use crate::server::{self, Allowed, BindError};
+use crate::replication::Replicator;
+use crate::server::{self, Allowed, BindError, ReplicaService};
 
 /// Why the daemon could not run.
 #[derive(Debug)]
@@ -29,6 +35,9 @@ pub enum RunError {
         error: crate::error::HsmError,
     },
     Bind(BindError),
+    Tls(crate::tls::TlsError),
+    TlsBind(std::io::Error),
+    Replication(redb::Error),
 }
 
 impl std::fmt::Display for RunError {
@@ -38,6 +47,9 @@ impl std::fmt::Display for RunError {
             RunError::Card { index, error } => write!(f, "card {index}: {error}"),
             RunError::Store { index, error } => write!(f, "token store of slot {index}: {error}"),
             RunError::Bind(e) => write!(f, "socket: {e}"),
+            RunError::Tls(e) => write!(f, "tls: {e}"),
+            RunError::TlsBind(e) => write!(f, "tls listen: {e}"),
+            RunError::Replication(e) => write!(f, "replication state: {e}"),
         }
     }
 }
@@ -69,6 +81,43 @@ pub fn block_shutdown_signals() -> Result<(), RunError> {
         .map_err(RunError::Signals)
 }
 
+/// Accepts TLS connections until the process ends (the thread is not
+/// joined: it holds no state that needs an orderly end).
+fn accept_tls(
+    listener: std::net::TcpListener,
+    hsm: Arc<Hsm>,
+    server: Arc<rustls::ServerConfig>,
+    replicator: Option<Arc<Replicator>>,
+    connections: Arc<AtomicUsize>,
+    limits: crate::config::Limits,
+) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else {
+            continue;
+        };
+        if connections.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
+            connections.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                max = limits.max_connections,
+                "connection limit reached; closing a new TLS connection"
+            );
+            continue;
+        }
+        let slot = ConnectionSlot(connections.clone());
+        let (hsm, server, replicator) = (hsm.clone(), server.clone(), replicator.clone());
+        let spawned = std::thread::Builder::new()
+            .name("tls-connection".into())
+            .spawn(move || {
+                let _slot = slot;
+                let replica = replicator.as_deref().map(|r| r as &dyn ReplicaService);
+                crate::tls::serve_connection(hsm, stream, server, replica, limits)
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a connection thread");
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), RunError> {
     let mut supervisors = Vec::new();
@@ -98,6 +147,26 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let limits = config.limits;
     let connections = Arc::new(AtomicUsize::new(0));
+    let tls = match &config.tls {
+        Some(settings) => Some(crate::tls::Tls::load(settings).map_err(RunError::Tls)?),
+        None => None,
+    };
+    let replicator = match (&config.replication, &tls) {
+        (Some(settings), Some(tls)) => Some(
+            Replicator::start(settings, tls.client.clone(), &hsm, &config.state_dir)
+                .map_err(RunError::Replication)?,
+        ),
+        _ => None,
+    };
+    if let (Some(tls), Some(address)) = (&tls, config.tls.as_ref().and_then(|t| t.listen.clone())) {
+        let listener = std::net::TcpListener::bind(&address).map_err(RunError::TlsBind)?;
+        tracing::info!(%address, "TLS listener ready");
+        let (hsm, connections, server) = (hsm.clone(), connections.clone(), tls.server.clone());
+        std::thread::Builder::new()
+            .name("tls-accept".into())
+            .spawn(move || accept_tls(listener, hsm, server, replicator, connections, limits))
+            .expect("spawning a thread");
+    }
     let stopping = Arc::new(AtomicBool::new(false));
     let signals = {
         let stopping = stopping.clone();

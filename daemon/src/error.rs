@@ -80,6 +80,36 @@ pub enum HsmError {
     /// A request handler panicked; the connection's reply says so and the
     /// daemon goes on.
     Internal,
+    /// C_WrapKey's wrapping key handle names no visible key.
+    WrappingKeyHandleInvalid(u64),
+    /// The wrapping key cannot serve the mechanism (wrong class or type).
+    WrappingKeyTypeInconsistent,
+    /// The wrapping key's length cannot wrap (AES-192: aws-lc-rs wraps
+    /// with AES-128 and AES-256 only).
+    WrappingKeySizeRange,
+    /// C_UnwrapKey's unwrapping key handle names no visible key.
+    UnwrappingKeyHandleInvalid(u64),
+    /// The unwrapping key cannot serve the mechanism.
+    UnwrappingKeyTypeInconsistent,
+    /// The unwrapping key's length cannot unwrap (AES-192).
+    UnwrappingKeySizeRange,
+    /// CKA_EXTRACTABLE is false on the key to be wrapped.
+    KeyUnextractable,
+    /// The key cannot be wrapped this way: CKA_WRAP_WITH_TRUSTED without a
+    /// trusted wrapping key, outside the wrapping key's CKA_WRAP_TEMPLATE,
+    /// or a kind of key the mechanism does not wrap.
+    KeyNotWrappable,
+    /// The wrapped bytes do not unwrap (integrity check or decoding), or
+    /// do not hold a key of the template's type.
+    WrappedKeyInvalid,
+    /// The wrapped bytes have a length the mechanism never produces.
+    WrappedKeyLenRange(usize),
+    /// In replication mode "both", this many peers did not acknowledge a
+    /// change; the change was not made.
+    PeersUnavailable(usize),
+    /// A replication request on a connection that is not a box of the
+    /// domain (the Unix socket, or a signing server's certificate).
+    NotAPeer,
 }
 
 impl HsmError {
@@ -130,6 +160,18 @@ impl HsmError {
             HsmError::Store(_) => CKR_DEVICE_ERROR,
             HsmError::Audit(_) => CKR_DEVICE_ERROR,
             HsmError::Internal => CKR_GENERAL_ERROR,
+            HsmError::WrappingKeyHandleInvalid(_) => CKR_WRAPPING_KEY_HANDLE_INVALID,
+            HsmError::WrappingKeyTypeInconsistent => CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
+            HsmError::WrappingKeySizeRange => CKR_WRAPPING_KEY_SIZE_RANGE,
+            HsmError::UnwrappingKeyHandleInvalid(_) => CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+            HsmError::UnwrappingKeyTypeInconsistent => CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
+            HsmError::UnwrappingKeySizeRange => CKR_UNWRAPPING_KEY_SIZE_RANGE,
+            HsmError::KeyUnextractable => CKR_KEY_UNEXTRACTABLE,
+            HsmError::KeyNotWrappable => CKR_KEY_NOT_WRAPPABLE,
+            HsmError::WrappedKeyInvalid => CKR_WRAPPED_KEY_INVALID,
+            HsmError::WrappedKeyLenRange(_) => CKR_WRAPPED_KEY_LEN_RANGE,
+            HsmError::PeersUnavailable(_) => CKR_DEVICE_ERROR,
+            HsmError::NotAPeer => CKR_FUNCTION_REJECTED,
         }
     }
 }

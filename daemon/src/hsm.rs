@@ -25,9 +25,15 @@ mod decrypt;
 // Secret keys: generation, import, AES and MACs on the card.
 #[path = "symmetric.rs"]
 mod symmetric;
+// C_DeriveKey (ECDH) on the card.
+#[path = "derive.rs"]
+mod derive;
 // The cloning domain and backups.
 #[path = "backup.rs"]
 mod backup;
+// C_WrapKey / C_UnwrapKey on the card.
+#[path = "wrapping.rs"]
+mod wrapping;
 
 use crate::attributes::{self, AttrMap};
 use crate::audit::{Audit, Event, ObjectName, Role};
@@ -74,6 +80,9 @@ pub struct Slot {
     next_token_object: AtomicU64,
     /// The slot's audit log; none for in-memory slots (fuzzing).
     audit: Option<Audit>,
+    /// Replication of token-object changes to peer boxes, once the daemon
+    /// starts it (see `backup.rs` and `crate::replication`).
+    replication: std::sync::OnceLock<backup::Replication>,
 }
 
 struct TokenState {
@@ -96,6 +105,8 @@ struct TokenChange {
     delete: Vec<u64>,
     /// Token objects to add or replace.
     put: Vec<(u64, Object)>,
+    /// Received from a peer box: not replicated back.
+    from_peer: bool,
 }
 
 impl Slot {
@@ -104,7 +115,9 @@ impl Slot {
         let opened = Store::open(db_path, &card.info().serial)?;
         let audit_path = db_path.with_file_name("audit.log");
         let audit = Audit::open(&audit_path).map_err(HsmError::Audit)?;
-        Ok(Slot::with_store(card, opened, Some(audit)))
+        let slot = Slot::with_store(card, opened, Some(audit));
+        slot.assign_missing_unique_ids()?;
+        Ok(slot)
     }
 
     /// A slot whose token store lives in memory (fuzzing only).
@@ -139,6 +152,7 @@ impl Slot {
             login_lock: Mutex::new(()),
             next_token_object: AtomicU64::new(next),
             audit,
+            replication: std::sync::OnceLock::new(),
         }
     }
 
@@ -173,13 +187,16 @@ impl Slot {
     /// Makes `change` durable (sharing the commit with concurrent writers),
     /// then visible in memory; on failure neither happens.
     fn commit(&self, change: TokenChange) -> Result<(), HsmError> {
+        let outgoing = self.replicate_before(&change)?;
         self.commits
             .submit(
                 change,
                 |batch| self.commit_batch(batch),
                 || Arc::new(StoreError::CommitPanicked),
             )
-            .map_err(|e| HsmError::Store(StoreError::Batch(e)))
+            .map_err(|e| HsmError::Store(StoreError::Batch(e)))?;
+        self.replicate_after(outgoing);
+        Ok(())
     }
 
     /// The leader's part of a group commit: one write transaction for the
@@ -438,6 +455,32 @@ impl Hsm {
             } => self
                 .mac(app, session, key, mechanism, &input, Some(&mac))
                 .map(|_| ReplyBody::Done),
+            RequestBody::DeriveKey {
+                session,
+                mechanism,
+                base,
+                params,
+                template,
+            } => self
+                .derive_key(app, session, mechanism, base, &params, &template)
+                .map(ReplyBody::Object),
+            RequestBody::WrapKey {
+                session,
+                mechanism,
+                wrapping,
+                key,
+            } => self
+                .wrap_key(app, session, &mechanism, wrapping, key)
+                .map(ReplyBody::Bytes),
+            RequestBody::UnwrapKey {
+                session,
+                mechanism,
+                unwrapping,
+                wrapped,
+                template,
+            } => self
+                .unwrap_key(app, session, &mechanism, unwrapping, &wrapped, &template)
+                .map(ReplyBody::Object),
             RequestBody::CopyObject {
                 session,
                 object,
@@ -534,6 +577,16 @@ impl Hsm {
             } => self
                 .domain_join(app, session, shares, replace)
                 .map(|id| ReplyBody::Domain { id }),
+            RequestBody::DomainCaPublic { slot } => {
+                self.domain_ca_public(slot).map(ReplyBody::Bytes)
+            }
+            RequestBody::DomainCaSign { session, tbs } => {
+                self.domain_ca_sign(app, session, tbs).map(ReplyBody::Bytes)
+            }
+            // Served by the connection for peer boxes only (`server.rs`).
+            RequestBody::ReplicaVersions { .. } | RequestBody::ReplicaApply { .. } => {
+                Err(HsmError::NotAPeer)
+            }
             RequestBody::DomainShow { slot } => {
                 self.domain_show(slot).map(|id| ReplyBody::Domain { id })
             }
@@ -992,8 +1045,13 @@ impl Hsm {
         objects: Vec<(u64, Object)>,
     ) -> Result<(), HsmError> {
         let slot = self.slot(view.slot)?;
-        let (token, session): (Vec<_>, Vec<_>) =
-            objects.into_iter().partition(|(_, o)| o.is_token());
+        let (token, session): (Vec<_>, Vec<_>) = objects
+            .into_iter()
+            .map(|(id, mut o)| {
+                backup::assign_unique_id(&mut o.attrs);
+                (id, o)
+            })
+            .partition(|(_, o)| o.is_token());
         if let Some(highest) = token.iter().map(|(h, _)| *h).max() {
             slot.commit(TokenChange {
                 record: Some(Box::new(move |r| {
@@ -1073,8 +1131,10 @@ impl Hsm {
             return Err(HsmError::ActionProhibited(CKA_COPYABLE));
         }
         let changes = attributes::parse_template(template)?;
-        let attrs =
+        let mut attrs =
             attributes::copy_attributes(&source.attrs, &changes, view.login == Some(Login::So))?;
+        // A copy is a new object: the token gives it its own identity.
+        attrs.remove(&CKA_UNIQUE_ID);
         Self::check_new_object(&view, &attrs)?;
         let slot = self.slot(view.slot)?;
         let token = attributes::flag(&attrs, CKA_TOKEN) == Some(true);

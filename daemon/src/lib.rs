@@ -9,6 +9,8 @@
 //! [`card`] / [`cards`]. [`error`] maps every failure to one `CK_RV`.
 //! [`commit`] lets concurrent writers share one durable commit.
 //! [`audit`] keeps each slot's hash-chained audit log.
+//! [`tls`] serves remote clients and peer boxes over mutual TLS;
+//! [`replication`] keeps the token objects of the domain's boxes in step.
 //! `fuzzing` (feature `fuzzing` only) holds the fuzz targets' entry points.
 #![forbid(unsafe_code)]
 
@@ -27,6 +29,8 @@ pub mod hsm;
 pub mod mechanisms;
 pub mod objects;
 pub mod pin;
+pub mod replication;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod tls;

@@ -37,7 +37,13 @@ pub fn mechanism_list() -> Vec<MechanismInfo> {
             CKF_GENERATE_KEY_PAIR | CKF_HW | EC_FLAGS,
         ),
         info(CKM_RSA_PKCS, 2048, 4096, rsa_sign | rsa_crypt),
-        info(CKM_RSA_PKCS_OAEP, 2048, 4096, rsa_crypt),
+        // OAEP also wraps secret keys (the card does both halves).
+        info(
+            CKM_RSA_PKCS_OAEP,
+            2048,
+            4096,
+            rsa_crypt | CKF_WRAP | CKF_UNWRAP,
+        ),
         info(CKM_RSA_PKCS_PSS, 2048, 4096, rsa_sign),
         info(CKM_SHA256_RSA_PKCS, 2048, 4096, rsa_sign),
         info(CKM_SHA384_RSA_PKCS, 2048, 4096, rsa_sign),
@@ -49,6 +55,8 @@ pub fn mechanism_list() -> Vec<MechanismInfo> {
         info(CKM_ECDSA_SHA256, 256, 521, ec_sign),
         info(CKM_ECDSA_SHA384, 256, 521, ec_sign),
         info(CKM_ECDSA_SHA512, 256, 521, ec_sign),
+        // ECDH on the card (CKD_NULL and the X9.63 SHA-2 KDFs).
+        info(CKM_ECDH1_DERIVE, 256, 521, CKF_DERIVE | CKF_HW | EC_FLAGS),
         // Ed25519 only; 256 bits as SoftHSMv2 and OpenSSL count its keys.
         info(
             CKM_EC_EDWARDS_KEY_PAIR_GEN,
@@ -69,6 +77,12 @@ pub fn mechanism_list() -> Vec<MechanismInfo> {
         info(CKM_SHA256_HMAC, 1, 64, CKF_SIGN | CKF_VERIFY | CKF_HW),
         info(CKM_SHA384_HMAC, 1, 64, CKF_SIGN | CKF_VERIFY | CKF_HW),
         info(CKM_SHA512_HMAC, 1, 64, CKF_SIGN | CKF_VERIFY | CKF_HW),
+        // Key wrapping on the card (RFC 3394; RFC 5649 under both names).
+        // AES-128 and AES-256 wrapping keys only: aws-lc-rs has no
+        // AES-192 key wrap.
+        info(CKM_AES_KEY_WRAP, 16, 32, CKF_WRAP | CKF_UNWRAP | CKF_HW),
+        info(CKM_AES_KEY_WRAP_PAD, 16, 32, CKF_WRAP | CKF_UNWRAP | CKF_HW),
+        info(CKM_AES_KEY_WRAP_KWP, 16, 32, CKF_WRAP | CKF_UNWRAP | CKF_HW),
         info(CKM_SHA_1, 0, 0, CKF_DIGEST),
         info(CKM_SHA224, 0, 0, CKF_DIGEST),
         info(CKM_SHA256, 0, 0, CKF_DIGEST),

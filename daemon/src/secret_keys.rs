@@ -8,12 +8,12 @@
 //!   change afterwards. Defaults: AES keys encrypt, decrypt, sign and
 //!   verify (CMAC); generic secrets sign and verify (HMAC); nothing wraps,
 //!   unwraps or derives unless asked.
-//! - Conflicting roles (wrap with decrypt, unwrap with encrypt; Clulow
-//!   2003) are not refused yet: there is no C_WrapKey / C_UnwrapKey, so
-//!   neither pair can be abused today. The API-attack work (issue 5, item
-//!   6) adds the rule together with wrapping; it is not added here alone
-//!   because clients' default templates (python-pkcs11 asks for every
-//!   usage) would then fail before wrapping even exists.
+//! - Conflicting roles (wrap with decrypt, unwrap with encrypt or
+//!   decrypt; Clulow 2003) are CKR_TEMPLATE_INCONSISTENT, for every way a
+//!   secret key comes to exist: see [`super::key_roles`]. A key asked to
+//!   wrap or unwrap therefore neither encrypts nor decrypts by default.
+//!   Clients whose default templates ask for every usage (python-pkcs11's
+//!   AES keys) must say which role they want.
 //! - CKA_SENSITIVE defaults to true, CKA_EXTRACTABLE to false.
 //! - CKA_VALUE is never readable (CKR_ATTRIBUTE_SENSITIVE), even for a
 //!   non-sensitive extractable key: the daemon keeps no copy, and the card
@@ -124,6 +124,87 @@ pub fn import_plan(mut template: AttrMap) -> Result<(SecretKeyPlan, Zeroizing<Ve
     Ok((finish(map, spec, false)?, value))
 }
 
+/// Validates a C_DeriveKey template for the secret key a derivation
+/// (CKM_ECDH1_DERIVE) makes. CKA_KEY_TYPE defaults to CKK_GENERIC_SECRET;
+/// CKA_VALUE_LEN is required, except that a generic secret may take
+/// `default_len` (the shared secret's length with CKD_NULL). The key is
+/// not local; CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE stay true only
+/// if they were true for the base key and the new key is sensitive and
+/// unextractable (PKCS#11 3.0 §4.10, key derivation).
+pub fn derive_plan(
+    template: AttrMap,
+    default_len: Option<u64>,
+    base_always_sensitive: bool,
+    base_never_extractable: bool,
+) -> Result<SecretKeyPlan, HsmError> {
+    let key_type = ulong(&template, CKA_KEY_TYPE).unwrap_or(CKK_GENERIC_SECRET);
+    let len = match ulong(&template, CKA_VALUE_LEN) {
+        Some(len) => len,
+        None if key_type == CKK_GENERIC_SECRET => {
+            default_len.ok_or(HsmError::TemplateIncomplete(CKA_VALUE_LEN))?
+        }
+        None => return Err(HsmError::TemplateIncomplete(CKA_VALUE_LEN)),
+    };
+    let mut map = checked(template, key_type, &[CKA_VALUE, CKA_CHECK_VALUE])?;
+    let spec = spec(key_type, len).ok_or(HsmError::AttributeValueInvalid(CKA_VALUE_LEN))?;
+    map.insert(CKA_LOCAL, attr::bool_value(false));
+    map.insert(
+        CKA_KEY_GEN_MECHANISM,
+        attr::ulong_value(CK_UNAVAILABLE_INFORMATION),
+    );
+    let mut plan = finish(map, spec, false)?;
+    let on = |ty| flag(&plan.attrs, ty) == Some(true);
+    let always_sensitive = base_always_sensitive && on(CKA_SENSITIVE);
+    let never_extractable = base_never_extractable && !on(CKA_EXTRACTABLE);
+    plan.attrs
+        .insert(CKA_ALWAYS_SENSITIVE, attr::bool_value(always_sensitive));
+    plan.attrs
+        .insert(CKA_NEVER_EXTRACTABLE, attr::bool_value(never_extractable));
+    Ok(plan)
+}
+
+/// Validates a C_UnwrapKey template for a secret key (the caller's
+/// template with the unwrapping key's CKA_UNWRAP_TEMPLATE merged in). The
+/// value's length is the unwrapped key's, which only the card learns: the
+/// plan's spec has a length of zero until [`SecretKeyPlan::set_spec`]
+/// records the card's answer. Returns the plan and the CKA_VALUE_LEN the
+/// template asked for, if any. Unwrapped keys are not local, and were
+/// outside the card: CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE are
+/// false.
+pub fn unwrap_plan(template: AttrMap) -> Result<(SecretKeyPlan, Option<u64>), HsmError> {
+    let key_type =
+        ulong(&template, CKA_KEY_TYPE).ok_or(HsmError::TemplateIncomplete(CKA_KEY_TYPE))?;
+    let wanted_len = ulong(&template, CKA_VALUE_LEN);
+    let mut map = checked(template, key_type, &[CKA_VALUE, CKA_CHECK_VALUE])?;
+    let spec = if key_type == CKK_AES {
+        KeySpec::Aes { bytes: 0 }
+    } else {
+        KeySpec::GenericSecret { bytes: 0 }
+    };
+    map.insert(CKA_LOCAL, attr::bool_value(false));
+    map.insert(
+        CKA_KEY_GEN_MECHANISM,
+        attr::ulong_value(CK_UNAVAILABLE_INFORMATION),
+    );
+    Ok((finish(map, spec, false)?, wanted_len))
+}
+
+impl SecretKeyPlan {
+    /// Records the spec the card found for an unwrapped key (its kind is
+    /// the plan's, its length the value's) and the matching CKA_VALUE_LEN.
+    pub fn set_spec(&mut self, spec: KeySpec) -> Result<(), HsmError> {
+        let bytes = match (self.spec, spec) {
+            (KeySpec::Aes { .. }, KeySpec::Aes { bytes })
+            | (KeySpec::GenericSecret { .. }, KeySpec::GenericSecret { bytes }) => bytes,
+            _ => return Err(HsmError::Card(crate::card::CardFailure::UnexpectedResponse)),
+        };
+        self.spec = spec;
+        self.attrs
+            .insert(CKA_VALUE_LEN, attr::ulong_value(u64::from(bytes)));
+        Ok(())
+    }
+}
+
 /// The card's spec for a key type and value length, if the card makes it.
 fn spec(key_type: u64, len: u64) -> Option<KeySpec> {
     let bytes = u32::try_from(len).ok()?;
@@ -161,8 +242,11 @@ fn checked(mut map: AttrMap, key_type: u64, read_only: &[u64]) -> Result<AttrMap
 /// Defaults, the role-conflict check and the computed attributes.
 fn finish(mut map: AttrMap, spec: KeySpec, local: bool) -> Result<SecretKeyPlan, HsmError> {
     let aes = matches!(spec, KeySpec::Aes { .. });
-    default_bool(&mut map, CKA_ENCRYPT, aes);
-    default_bool(&mut map, CKA_DECRYPT, aes);
+    // A key asked to wrap or unwrap is no data key by default (see
+    // `key_roles`).
+    let wrapping = flag(&map, CKA_WRAP) == Some(true) || flag(&map, CKA_UNWRAP) == Some(true);
+    default_bool(&mut map, CKA_ENCRYPT, aes && !wrapping);
+    default_bool(&mut map, CKA_DECRYPT, aes && !wrapping);
     default_bool(&mut map, CKA_SIGN, true);
     default_bool(&mut map, CKA_VERIFY, true);
     for ty in [
@@ -176,6 +260,7 @@ fn finish(mut map: AttrMap, spec: KeySpec, local: bool) -> Result<SecretKeyPlan,
     }
     default_bool(&mut map, CKA_SENSITIVE, true);
     default_bool(&mut map, CKA_EXTRACTABLE, false);
+    super::key_roles::check(&map)?;
     let on = |ty| flag(&map, ty) == Some(true);
     let (sensitive, extractable) = (on(CKA_SENSITIVE), on(CKA_EXTRACTABLE));
     map.insert(CKA_ALWAYS_SENSITIVE, attr::bool_value(local && sensitive));
@@ -272,9 +357,43 @@ mod tests {
             (CKA_VERIFY, b(false)),
         ]);
         let policy = generate_plan(CKM_AES_KEY_GEN, template).unwrap().policy(1);
-        assert!(policy.unwrap && policy.decrypt);
+        // A wrapping key is no data key by default (`key_roles`).
+        assert!(policy.unwrap && !policy.decrypt && policy.sign);
         let usage = policy.secret.unwrap();
-        assert!(usage.wrap && usage.encrypt && !usage.verify);
+        assert!(usage.wrap && !usage.encrypt && !usage.verify);
+        let data = t(&[
+            (CKA_VALUE_LEN, u(16)),
+            (CKA_DERIVE, b(true)),
+            (CKA_SIGN, b(false)),
+        ]);
+        let policy = generate_plan(CKM_AES_KEY_GEN, data).unwrap().policy(2);
+        assert!(policy.decrypt && policy.derive && !policy.sign && !policy.unwrap);
+        assert!(policy
+            .secret
+            .is_some_and(|u| u.encrypt && u.verify && !u.wrap));
+    }
+
+    #[test]
+    fn conflicting_roles_are_refused_for_generated_and_imported_keys() {
+        for (a, b_) in [
+            (CKA_WRAP, CKA_DECRYPT),
+            (CKA_UNWRAP, CKA_ENCRYPT),
+            (CKA_UNWRAP, CKA_DECRYPT),
+        ] {
+            let generated = t(&[(CKA_VALUE_LEN, u(16)), (a, b(true)), (b_, b(true))]);
+            assert_eq!(
+                rv(generate_plan(CKM_AES_KEY_GEN, generated)),
+                CKR_TEMPLATE_INCONSISTENT
+            );
+            let imported = t(&[
+                (CKA_CLASS, u(CKO_SECRET_KEY)),
+                (CKA_KEY_TYPE, u(CKK_AES)),
+                (CKA_VALUE, vec![1; 16]),
+                (a, b(true)),
+                (b_, b(true)),
+            ]);
+            assert_eq!(rv(import_plan(imported)), CKR_TEMPLATE_INCONSISTENT);
+        }
     }
 
     #[test]

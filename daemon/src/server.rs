@@ -12,6 +12,10 @@
 //! before `Hello`, or a second `Hello`, is answered with CKR_DEVICE_ERROR.
 //! None of this affects other connections.
 //!
+//! The same frame handling serves mutual-TLS connections ([`crate::tls`]),
+//! where the client certificate replaces the peer-credential check and
+//! box certificates may also send replication requests.
+//!
 //! Limits ([`crate::config::Limits`]): a connection must say Hello within
 //! the hello timeout and may then stay silent at most the idle timeout; a
 //! read that times out closes it like a peer that hung up, and so does a
@@ -37,6 +41,11 @@ use crate::sessions::AppKey;
 
 /// Buffers above this size are released after the frame that needed them.
 const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Serves the replication requests of a peer box ([`crate::replication`]).
+pub trait ReplicaService: Send + Sync {
+    fn serve(&self, body: RequestBody) -> Result<ReplyBody, HsmError>;
+}
 
 /// Who may connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,11 +154,29 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
     let writer = BufWriter::with_capacity(16 * 1024, &stream);
     // After Hello, the connection may stay silent for the idle timeout.
     let greeted = || stream.set_read_timeout(limits.idle_timeout).is_ok();
-    serve_frames(&hsm, reader, writer, pid, &mut app, greeted);
+    serve_frames(&hsm, reader, writer, pid, &mut app, greeted, None);
     if let Some(app) = app {
         hsm.disconnect(app);
     }
     tracing::debug!(pid, "connection closed");
+}
+
+/// Serves a connection other than a Unix socket's (TLS) until it closes,
+/// as [`serve_connection`] does: `pid` names its applications, `replica`
+/// answers replication requests (refused when `None`).
+pub(crate) fn serve_stream<R: Read>(
+    hsm: &Hsm,
+    reader: BufReader<R>,
+    writer: impl Write,
+    pid: i32,
+    greeted: impl FnMut() -> bool,
+    replica: Option<&dyn ReplicaService>,
+) {
+    let mut app = None;
+    serve_frames(hsm, reader, writer, pid, &mut app, greeted, replica);
+    if let Some(app) = app {
+        hsm.disconnect(app);
+    }
 }
 
 /// Serves the frames in `input` as one connection of process `pid` would
@@ -158,7 +185,7 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
 /// socket-free core of [`serve_connection`], for fuzzing and tests.
 pub fn serve_buffer(hsm: &Hsm, pid: i32, input: &[u8], replies: &mut Vec<u8>) {
     let mut app = None;
-    serve_frames(hsm, input, &mut *replies, pid, &mut app, || true);
+    serve_frames(hsm, input, &mut *replies, pid, &mut app, || true, None);
     if let Some(app) = app {
         hsm.disconnect(app);
     }
@@ -173,7 +200,7 @@ trait FrameSource: Read {
     fn frame_buffered(&self) -> bool;
 }
 
-impl FrameSource for BufReader<&UnixStream> {
+impl<R: Read> FrameSource for BufReader<R> {
     fn frame_buffered(&self) -> bool {
         whole_frame(self.buffer())
     }
@@ -217,6 +244,7 @@ fn serve_frames(
     pid: i32,
     app: &mut Option<AppKey>,
     mut greeted: impl FnMut() -> bool,
+    replica: Option<&dyn ReplicaService>,
 ) {
     let mut body = Vec::new();
     let mut scratch = Vec::new();
@@ -226,7 +254,7 @@ fn serve_frames(
         if body.capacity() > KEEP_BUFFER {
             body = Vec::new();
         }
-        let (replies, keep_open) = answer_batch(hsm, pid, app, &mut batch, &mut greeted);
+        let (replies, keep_open) = answer_batch(hsm, pid, app, &mut batch, &mut greeted, replica);
         let mut written = Ok(());
         for reply in &replies {
             written =
@@ -291,6 +319,7 @@ fn answer_batch(
     app: &mut Option<AppKey>,
     batch: &mut Vec<Incoming>,
     greeted: &mut impl FnMut() -> bool,
+    replica: Option<&dyn ReplicaService>,
 ) -> (Vec<Reply>, bool) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut signs = Vec::new();
@@ -327,7 +356,7 @@ fn answer_batch(
                 answer_signs(hsm, pid, *app, &mut signs, &mut replies);
                 let was_greeted = app.is_some();
                 let request = Request { body, ..request };
-                replies.push(answer(hsm, pid, app, request));
+                replies.push(answer(hsm, pid, app, request, replica));
                 if !was_greeted && app.is_some() && !greeted() {
                     return (replies, false);
                 }
@@ -361,7 +390,13 @@ fn answer_signs(
     }
 }
 
-fn answer(hsm: &Hsm, pid: i32, app: &mut Option<AppKey>, request: Request) -> Reply {
+fn answer(
+    hsm: &Hsm,
+    pid: i32,
+    app: &mut Option<AppKey>,
+    request: Request,
+    replica: Option<&dyn ReplicaService>,
+) -> Reply {
     let id = request.id;
     let result = match (*app, request.body) {
         (None, RequestBody::Hello { app: number }) => {
@@ -373,6 +408,14 @@ fn answer(hsm: &Hsm, pid: i32, app: &mut Option<AppKey>, request: Request) -> Re
             })
         }
         (None, _) => Err(HsmError::ProtocolOrder),
+        (
+            Some(_),
+            body @ (RequestBody::ReplicaVersions { .. } | RequestBody::ReplicaApply { .. }),
+        ) => match replica {
+            Some(replica) => catch_unwind(AssertUnwindSafe(|| replica.serve(body)))
+                .unwrap_or(Err(HsmError::Internal)),
+            None => Err(HsmError::NotAPeer),
+        },
         (Some(key), body) => {
             let span = tracing::trace_span!("request", pid, app = key.app, id);
             let _entered = span.enter();

@@ -66,7 +66,10 @@ impl Hsm {
         })
     }
 
-    fn new_secret_key(
+    /// Makes a secret key object from `plan` with the card command
+    /// `request` builds from the new key's policy (generation, import or
+    /// derivation).
+    pub(super) fn new_secret_key(
         &self,
         app: AppKey,
         view: &SessionView,
@@ -83,6 +86,14 @@ impl Hsm {
         if let CardRequest::ImportSecret { value, .. } = &mut request {
             value.zeroize();
         }
+        let derivation = matches!(request, CardRequest::DeriveEcdh { .. });
+        let answer = answer.map_err(|failure| match failure {
+            // The card refuses a peer point that is not on the key's curve.
+            CardFailure::Fault(CardFault::BadInput) if derivation => {
+                HsmError::MechanismParamInvalid
+            }
+            failure => HsmError::Card(failure),
+        });
         let (blob, check_value) = match answer? {
             CardResponse::SecretKey { blob, check_value } => (blob, check_value),
             _ => return Err(HsmError::Card(CardFailure::UnexpectedResponse)),
@@ -225,6 +236,12 @@ fn cipher(mechanism: u64, params: &CipherParams, spec: KeySpec) -> Result<card::
             }
             Ok(card::Cipher::AesCbcPad { iv: iv.clone() })
         }
+        (CKM_AES_CBC_PAD, CipherParams::AesCbcBlocks { iv }) => {
+            if iv.len() != AES_BLOCK {
+                return Err(HsmError::MechanismParamInvalid);
+            }
+            Ok(card::Cipher::AesCbcBlocks { iv: iv.clone() })
+        }
         (
             CKM_AES_CTR,
             CipherParams::AesCtr {
@@ -247,23 +264,18 @@ fn cipher(mechanism: u64, params: &CipherParams, spec: KeySpec) -> Result<card::
 
 /// Input lengths the card would refuse, refused before it is asked.
 fn check_crypt_input(cipher: &card::Cipher, len: usize, encrypt: bool) -> Result<(), HsmError> {
-    let too_long = len > MAX_SYMMETRIC_INPUT;
-    if encrypt {
-        return if too_long {
-            Err(HsmError::DataLenRange(len))
-        } else {
-            Ok(())
-        };
-    }
-    let fits = match cipher {
-        card::Cipher::AesGcm { .. } => len >= GCM_TAG_LEN,
-        card::Cipher::AesCbcPad { .. } => len > 0 && len % AES_BLOCK == 0,
-        card::Cipher::AesCtr { .. } => true,
+    let fits = match (cipher, encrypt) {
+        // A middle part of CBC-PAD: whole blocks either way.
+        (card::Cipher::AesCbcBlocks { .. }, _) => len % AES_BLOCK == 0,
+        (_, true) => true,
+        (card::Cipher::AesGcm { .. }, false) => len >= GCM_TAG_LEN,
+        (card::Cipher::AesCbcPad { .. }, false) => len > 0 && len % AES_BLOCK == 0,
+        (card::Cipher::AesCtr { .. }, false) => true,
     };
-    if fits && !too_long {
-        Ok(())
-    } else {
-        Err(HsmError::EncryptedDataLenRange(len))
+    match (fits && len <= MAX_SYMMETRIC_INPUT, encrypt) {
+        (true, _) => Ok(()),
+        (false, true) => Err(HsmError::DataLenRange(len)),
+        (false, false) => Err(HsmError::EncryptedDataLenRange(len)),
     }
 }
 
@@ -350,6 +362,13 @@ mod tests {
             aad: vec![],
         };
         assert!(check_crypt_input(&gcm, 15, false).is_err());
+        let blocks = card::Cipher::AesCbcBlocks { iv: vec![0; 16] };
+        assert!(check_crypt_input(&blocks, 32, true).is_ok());
+        assert!(check_crypt_input(&blocks, 32, false).is_ok());
+        assert_eq!(
+            check_crypt_input(&blocks, 17, true).unwrap_err().rv(),
+            CKR_DATA_LEN_RANGE
+        );
         assert!(check_crypt_input(&gcm, 16, false).is_ok());
         assert_eq!(
             check_crypt_input(&gcm, MAX_SYMMETRIC_INPUT + 1, true)

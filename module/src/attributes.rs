@@ -27,10 +27,19 @@ pub(crate) fn to_wire(ty: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Result<Attribute, 
         ),
         AttrKind::Date if value.is_empty() || value.len() == 8 => value.to_vec(),
         AttrKind::Bytes => value.to_vec(),
-        // Nested templates are not accepted by the daemon yet.
-        AttrKind::Bool | AttrKind::UlongArray | AttrKind::Date | AttrKind::AttributeArray => {
-            return Err(invalid)
+        // A nested template (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE): one
+        // level deep.
+        AttrKind::AttributeArray => {
+            let mut inner = Vec::new();
+            for (ty, v) in crate::ffi::nested_entries(value).map_err(|_| invalid)? {
+                if attr::kind(ty) == AttrKind::AttributeArray {
+                    return Err(invalid);
+                }
+                inner.push(to_wire(ty, v)?);
+            }
+            attr::attribute_array_value(&inner)
         }
+        AttrKind::Bool | AttrKind::UlongArray | AttrKind::Date => return Err(invalid),
     };
     Ok(Attribute { ty, value })
 }
@@ -62,6 +71,15 @@ pub(crate) fn from_wire(ty: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Result<Vec<u8>, 
         }
         AttrKind::Date | AttrKind::Bytes | AttrKind::AttributeArray => value.to_vec(),
     })
+}
+
+/// Converts a nested template from the daemon into C-form entries.
+pub(crate) fn nested_from_wire(value: &[u8]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>, Error> {
+    attr::read_attribute_array(value)
+        .ok_or(Error::Transport)?
+        .into_iter()
+        .map(|a| Ok((a.ty, from_wire(a.ty, &a.value)?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -106,7 +124,11 @@ mod tests {
         );
         assert!(to_wire(CKA_ALLOWED_MECHANISMS, &[0; 9]).is_err());
         assert!(to_wire(CKA_END_DATE, b"2025").is_err());
-        assert!(to_wire(CKA_WRAP_TEMPLATE, &[]).is_err());
+        // A nested template is whole CK_ATTRIBUTE entries (none is an
+        // empty template).
+        assert!(to_wire(CKA_WRAP_TEMPLATE, &[0; 5]).is_err());
+        let empty = to_wire(CKA_WRAP_TEMPLATE, &[]).unwrap();
+        assert_eq!(attr::read_attribute_array(&empty.value), Some(vec![]));
         assert_eq!(from_wire(CKA_CLASS, &[1]).unwrap_err(), Error::Transport);
     }
 }

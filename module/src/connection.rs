@@ -10,10 +10,13 @@
 //! the daemon forgets the
 //! application when its last connection closes, which is why idle
 //! connections are kept open while the library is initialised.
+//!
+//! A daemon is reached over its Unix socket or, for a remote box, over
+//! mutual TLS ([`crate::tls`]); both carry the same frames. TLS connections
+//! are not pipelined: signing on them takes pooled connections too.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -23,8 +26,10 @@ use mesign_proto::{
 };
 use zeroize::Zeroize;
 
+use crate::config::{Endpoint, TlsFiles};
 use crate::error::Error;
 use crate::pipeline::{self, Pipe};
+use crate::tls::{TlsClient, TlsStream};
 
 /// Most pipelined connections a library instance opens (see
 /// [`Daemon::call_pipelined`]).
@@ -32,7 +37,9 @@ const MAX_PIPES: usize = 4;
 
 /// The way to the daemon for one initialised library instance.
 pub(crate) struct Daemon {
-    path: PathBuf,
+    endpoint: Endpoint,
+    /// For a `tls:` endpoint: the client configuration.
+    tls: Option<TlsClient>,
     app: u64,
     idle: Mutex<Vec<Connection>>,
     pipes: Mutex<Vec<Arc<Pipe>>>,
@@ -40,19 +47,65 @@ pub(crate) struct Daemon {
 }
 
 struct Connection {
-    stream: UnixStream,
+    stream: Stream,
     buf: Vec<u8>,
 }
 
+/// The byte stream under a connection.
+enum Stream {
+    Unix(UnixStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 impl Daemon {
-    pub(crate) fn new(path: PathBuf, app: u64) -> Self {
-        Daemon {
-            path,
+    /// A daemon at `endpoint`, contacted lazily; a `tls:` endpoint reads
+    /// the certificate files in `tls` now, and fails with
+    /// [`Error::BadConfig`] when they are missing or unusable.
+    pub(crate) fn new(endpoint: Endpoint, tls: Option<TlsFiles>, app: u64) -> Result<Self, Error> {
+        let tls = match (&endpoint, tls) {
+            (Endpoint::Tls { .. }, Some(files)) => Some(TlsClient::new(&files)?),
+            (Endpoint::Tls { .. }, None) => return Err(Error::BadConfig),
+            (Endpoint::Unix(_), _) => None,
+        };
+        Ok(Daemon {
+            endpoint,
+            tls,
             app,
             idle: Mutex::new(Vec::new()),
             pipes: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
-        }
+        })
+    }
+
+    /// A daemon on a Unix socket.
+    #[cfg(test)]
+    pub(crate) fn unix(path: impl Into<std::path::PathBuf>, app: u64) -> Self {
+        Self::new(Endpoint::Unix(path.into()), None, app).expect("a unix endpoint")
     }
 
     /// Sends one request and returns the daemon's successful answer; a
@@ -118,6 +171,9 @@ impl Daemon {
     /// restarted) goes once more on a fresh one, as in [`Daemon::call`].
     pub(crate) fn call_pipelined(&self, body: RequestBody) -> Result<ReplyBody, Error> {
         debug_assert!(!carries_secret(&body), "secrets go through the pool");
+        if self.tls.is_some() {
+            return self.call(body);
+        }
         let mut body = Some(body);
         let mut result = Err(Error::Transport);
         for _attempt in 0..2 {
@@ -153,7 +209,10 @@ impl Daemon {
         match least_busy {
             Some(pipe) if pipe.in_flight() == 0 || pipes.len() >= MAX_PIPES => Ok(Arc::clone(pipe)),
             _ => {
-                let pipe = Arc::new(Pipe::new(self.connect()?.stream)?);
+                let Stream::Unix(stream) = self.connect()?.stream else {
+                    return Err(Error::Transport);
+                };
+                let pipe = Arc::new(Pipe::new(stream)?);
                 pipes.push(Arc::clone(&pipe));
                 Ok(pipe)
             }
@@ -161,7 +220,15 @@ impl Daemon {
     }
 
     fn connect(&self) -> Result<Connection, Error> {
-        let stream = UnixStream::connect(&self.path).map_err(|_| Error::DaemonUnreachable)?;
+        let stream = match (&self.endpoint, &self.tls) {
+            (Endpoint::Unix(path), _) => {
+                Stream::Unix(UnixStream::connect(path).map_err(|_| Error::DaemonUnreachable)?)
+            }
+            (Endpoint::Tls { host, port }, Some(tls)) => {
+                Stream::Tls(Box::new(tls.connect(host, *port)?))
+            }
+            (Endpoint::Tls { .. }, None) => return Err(Error::BadConfig),
+        };
         let mut conn = Connection {
             stream,
             buf: Vec::with_capacity(512),
@@ -188,6 +255,20 @@ impl Daemon {
         if let Ok(mut pipes) = self.pipes.try_lock() {
             pipes.clear();
         }
+    }
+
+    /// Closes every idle connection and forgets the pipes (calls in flight
+    /// on them finish on their own): the daemon failed, and whatever comes
+    /// next starts on fresh connections.
+    pub(crate) fn drop_connections(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.pipes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -228,7 +309,7 @@ fn carries_secret(body: &RequestBody) -> bool {
 }
 
 /// Overwrites the PINs a request carries.
-fn wipe_secrets(body: &mut RequestBody) {
+pub(crate) fn wipe_secrets(body: &mut RequestBody) {
     match body {
         RequestBody::InitToken { so_pin, .. } => so_pin.zeroize(),
         RequestBody::InitPin { pin, .. } | RequestBody::Login { pin, .. } => pin.zeroize(),
@@ -250,7 +331,7 @@ mod tests {
 
     #[test]
     fn unreachable_daemon_is_device_removed() {
-        let d = Daemon::new("/nonexistent/mesign/hsmd.sock".into(), 1);
+        let d = Daemon::unix("/nonexistent/mesign/hsmd.sock", 1);
         assert_eq!(
             d.call(RequestBody::Slots).unwrap_err(),
             Error::DaemonUnreachable
@@ -285,7 +366,7 @@ mod tests {
     #[test]
     fn hello_then_request_and_errors_pass_through() {
         let (dir, t) = fake_daemon(ReplyResult::Err(cryptoki_sys::CKR_PIN_INCORRECT));
-        let d = Daemon::new(dir.path().join("s"), 77);
+        let d = Daemon::unix(dir.path().join("s"), 77);
         let r = d.call(RequestBody::Login {
             session: 1,
             user_type: 1,
@@ -339,7 +420,7 @@ mod tests {
             }
             served
         });
-        let d = Daemon::new(dir.path().join("s"), 5);
+        let d = Daemon::unix(dir.path().join("s"), 5);
         assert_eq!(d.call(RequestBody::Slots), Ok(ReplyBody::Done));
         // Let the fake close the first connection before the next call.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -360,10 +441,13 @@ mod tests {
         let Some(conn) = idle.first() else {
             return true;
         };
-        conn.stream.set_nonblocking(true).unwrap();
+        let Stream::Unix(stream) = &conn.stream else {
+            return true;
+        };
+        stream.set_nonblocking(true).unwrap();
         let mut byte = [0u8; 1];
-        let closed = matches!(std::io::Read::read(&mut &conn.stream, &mut byte), Ok(0));
-        conn.stream.set_nonblocking(false).unwrap();
+        let closed = matches!(std::io::Read::read(&mut &*stream, &mut byte), Ok(0));
+        stream.set_nonblocking(false).unwrap();
         closed
     }
 }

@@ -206,18 +206,21 @@ fn drive_decrypt(
     result
 }
 
-/// RSA decryption is single-part, and so is AES here.
+/// RSA decryption is single-part; AES is multi-part (see
+/// [`crate::symmetric`]).
 pub(crate) extern "C" fn fn_c_decrypt_update(
     session: CK_SESSION_HANDLE,
-    _part: *mut CK_BYTE,
-    _part_len: CK_ULONG,
-    _data: *mut CK_BYTE,
-    _data_len: *mut CK_ULONG,
+    part: *mut CK_BYTE,
+    part_len: CK_ULONG,
+    data: *mut CK_BYTE,
+    data_len: *mut CK_ULONG,
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
             if s.secret.decrypt.is_some() {
-                return symmetric::single_part_only(&mut s.secret.decrypt);
+                let (part, output) = ((part, part_len), (data, data_len));
+                let op = &mut s.secret.decrypt;
+                return symmetric::crypt_update(lib, session, op, part, output, false);
             }
             drive_decrypt(lib, session, &mut s.decrypt, |_| {
                 Err(Error::FunctionNotSupported)
@@ -226,16 +229,17 @@ pub(crate) extern "C" fn fn_c_decrypt_update(
     })
 }
 
-/// RSA decryption is single-part, and so is AES here.
+/// RSA decryption is single-part; AES is multi-part.
 pub(crate) extern "C" fn fn_c_decrypt_final(
     session: CK_SESSION_HANDLE,
-    _data: *mut CK_BYTE,
-    _data_len: *mut CK_ULONG,
+    data: *mut CK_BYTE,
+    data_len: *mut CK_ULONG,
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
             if s.secret.decrypt.is_some() {
-                return symmetric::single_part_only(&mut s.secret.decrypt);
+                let output = (data, data_len);
+                return symmetric::crypt_final(lib, session, &mut s.secret.decrypt, output, false);
             }
             drive_decrypt(lib, session, &mut s.decrypt, |_| {
                 Err(Error::FunctionNotSupported)

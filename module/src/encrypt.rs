@@ -116,34 +116,38 @@ pub(crate) extern "C" fn fn_c_encrypt(
     })
 }
 
-/// RSA encryption is single-part, and so is AES here.
+/// RSA encryption is single-part; AES is multi-part (see
+/// [`crate::symmetric`]).
 pub(crate) extern "C" fn fn_c_encrypt_update(
     session: CK_SESSION_HANDLE,
-    _part: *mut CK_BYTE,
-    _part_len: CK_ULONG,
-    _encrypted: *mut CK_BYTE,
-    _encrypted_len: *mut CK_ULONG,
+    part: *mut CK_BYTE,
+    part_len: CK_ULONG,
+    encrypted: *mut CK_BYTE,
+    encrypted_len: *mut CK_ULONG,
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
             if s.secret.encrypt.is_some() {
-                return symmetric::single_part_only(&mut s.secret.encrypt);
+                let (part, output) = ((part, part_len), (encrypted, encrypted_len));
+                let op = &mut s.secret.encrypt;
+                return symmetric::crypt_update(lib, session, op, part, output, true);
             }
             drive(&mut s.encrypt, |_| Err(Error::FunctionNotSupported))
         })?
     })
 }
 
-/// RSA encryption is single-part, and so is AES here.
+/// RSA encryption is single-part; AES is multi-part.
 pub(crate) extern "C" fn fn_c_encrypt_final(
     session: CK_SESSION_HANDLE,
-    _encrypted: *mut CK_BYTE,
-    _encrypted_len: *mut CK_ULONG,
+    encrypted: *mut CK_BYTE,
+    encrypted_len: *mut CK_ULONG,
 ) -> CK_RV {
     with_library(|lib| {
         lib.sessions.with(session, |s| {
             if s.secret.encrypt.is_some() {
-                return symmetric::single_part_only(&mut s.secret.encrypt);
+                let output = (encrypted, encrypted_len);
+                return symmetric::crypt_final(lib, session, &mut s.secret.encrypt, output, true);
             }
             drive(&mut s.encrypt, |_| Err(Error::FunctionNotSupported))
         })?

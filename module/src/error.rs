@@ -72,6 +72,9 @@ pub enum Error {
     NoEvent,
     /// A panic was caught at the C boundary.
     Panicked,
+    /// The daemon list or TLS files in the configuration cannot be used
+    /// (C_Initialize).
+    BadConfig,
 }
 
 impl Error {
@@ -109,6 +112,7 @@ impl Error {
             Error::RandomSeedNotSupported => CKR_RANDOM_SEED_NOT_SUPPORTED,
             Error::NoEvent => CKR_NO_EVENT,
             Error::Panicked => CKR_GENERAL_ERROR,
+            Error::BadConfig => CKR_GENERAL_ERROR,
         }
     }
 }

@@ -5,6 +5,7 @@
 use cryptoki_sys::*;
 
 use crate::decrypt::*;
+use crate::derive::fn_c_derive_key;
 use crate::digest::*;
 use crate::encrypt::*;
 use crate::ffi;
@@ -17,6 +18,7 @@ use crate::slots::*;
 use crate::symmetric::fn_c_generate_key;
 use crate::unsupported::*;
 use crate::verify::*;
+use crate::wrap::{fn_c_unwrap_key, fn_c_wrap_key};
 
 /// The PKCS#11 2.40 function list.
 pub(crate) static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {

@@ -4,8 +4,8 @@
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use crate::config;
-use crate::connection::Daemon;
 use crate::error::Error;
+use crate::failover::Daemons;
 use crate::key_info::KeyCache;
 use crate::sessions::Sessions;
 
@@ -13,15 +13,16 @@ use crate::sessions::Sessions;
 pub(crate) struct Library {
     /// The process that initialised us; another pid means we were forked.
     pub pid: u32,
-    pub daemon: Daemon,
+    /// The daemon, or several replicas of one token (see `failover`).
+    pub daemon: Daemons,
     pub sessions: Sessions,
     /// Metadata of token keys used at *Init (see `key_info`).
     pub keys: KeyCache,
 }
 
 impl Library {
-    /// Picks a random application id and resolves the socket path; the
-    /// daemon is contacted lazily, so C_Initialize works without it.
+    /// Picks a random application id and resolves the daemons; they are
+    /// contacted lazily, so C_Initialize works without them.
     pub(crate) fn new() -> Result<Self, Error> {
         let mut app = [0u8; 8];
         SystemRandom::new()
@@ -29,7 +30,10 @@ impl Library {
             .map_err(|_| Error::Transport)?;
         Ok(Library {
             pid: std::process::id(),
-            daemon: Daemon::new(config::socket_path(), u64::from_ne_bytes(app)),
+            daemon: Daemons::new(
+                config::daemons().map_err(|_| Error::BadConfig)?,
+                u64::from_ne_bytes(app),
+            )?,
             sessions: Sessions::default(),
             keys: KeyCache::default(),
         })

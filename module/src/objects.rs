@@ -5,7 +5,7 @@
 use cryptoki_sys::*;
 use mesign_proto::{AttributeValue, ReplyBody, RequestBody};
 
-use crate::attributes::{from_wire, template_to_wire};
+use crate::attributes::{from_wire, nested_from_wire, template_to_wire};
 use crate::entry::with_library;
 use crate::error::Error;
 use crate::ffi::{self, write_out, AttrAnswer, OutBuf, Template};
@@ -124,6 +124,12 @@ pub(crate) extern "C" fn fn_c_get_attribute_value(
             .zip(answers)
             .map(|(&ty, a)| {
                 Ok(match a {
+                    AttributeValue::Value(v)
+                        if mesign_proto::attr::kind(ty)
+                            == mesign_proto::attr::AttrKind::AttributeArray =>
+                    {
+                        AttrAnswer::Nested(nested_from_wire(&v)?)
+                    }
                     AttributeValue::Value(v) => AttrAnswer::Value(from_wire(ty, &v)?),
                     AttributeValue::Sensitive => AttrAnswer::Sensitive,
                     AttributeValue::Invalid => AttrAnswer::Invalid,

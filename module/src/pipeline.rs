@@ -103,6 +103,8 @@ impl Pipe {
     /// Sends request `id` and waits for its reply. `id` must be unique
     /// among the calls in flight on this pipe. [`Failed::NotSent`] hands the
     /// request back: the daemon never saw it.
+    // The request comes back by value only when it was not sent; boxing
+    // it would cost an allocation on every signature.
     pub(crate) fn call(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = self.call_counted(id, body);
@@ -110,6 +112,8 @@ impl Pipe {
         result
     }
 
+    // The request comes back by value only when it was not sent; boxing
+    // it would cost an allocation on every signature.
     fn call_counted(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
         let wake = Arc::new(Condvar::new());
         {
@@ -157,6 +161,8 @@ impl Pipe {
     }
 
     /// Writes the request; on failure hands its body back.
+    // The request comes back by value only when it was not sent; boxing
+    // it would cost an allocation on every signature.
     fn send(&self, id: u64, body: RequestBody) -> Result<(), RequestBody> {
         let request = Request {
             version: PROTOCOL_VERSION,

@@ -34,10 +34,7 @@ pub(crate) extern "C" fn fn_c_open_session(
         if session.is_null() {
             return Err(Error::ArgumentsBad);
         }
-        let handle = match lib.daemon.call(RequestBody::OpenSession { slot, flags })? {
-            ReplyBody::Session(h) => h,
-            _ => return Err(Error::Transport),
-        };
+        let handle = lib.daemon.open_session(slot, flags)?;
         lib.sessions.insert(handle, slot);
         write_out(session, handle)
     })
@@ -46,7 +43,7 @@ pub(crate) extern "C" fn fn_c_open_session(
 pub(crate) extern "C" fn fn_c_close_session(session: CK_SESSION_HANDLE) -> CK_RV {
     with_library(|lib| {
         let slot = lib.sessions.slot(session)?;
-        let result = done(lib, RequestBody::CloseSession { session });
+        let result = lib.daemon.close_session(session);
         // The daemon may have ended the session already (e.g. after the
         // token was re-initialised); either way it is gone for us too.
         if matches!(
@@ -68,7 +65,7 @@ pub(crate) extern "C" fn fn_c_close_session(session: CK_SESSION_HANDLE) -> CK_RV
 
 pub(crate) extern "C" fn fn_c_close_all_sessions(slot: CK_SLOT_ID) -> CK_RV {
     with_library(|lib| {
-        done(lib, RequestBody::CloseAllSessions { slot })?;
+        lib.daemon.close_all_sessions(slot)?;
         lib.sessions.remove_slot(slot);
         lib.keys.forget_slot(slot);
         Ok(())
@@ -131,6 +128,7 @@ fn login(
             pin: pin.to_vec(),
         },
     )?;
+    lib.daemon.logged_in(session, user_type, pin);
     if user_type == CKU_CONTEXT_SPECIFIC {
         lib.sessions
             .with(session, |s| match (s.sign.as_mut(), s.decrypt.as_mut()) {
@@ -182,6 +180,7 @@ pub(crate) extern "C" fn fn_c_logout(session: CK_SESSION_HANDLE) -> CK_RV {
         lib.sessions.check(session)?;
         let slot = lib.sessions.slot(session)?;
         done(lib, RequestBody::Logout { session })?;
+        lib.daemon.logged_out(session);
         lib.sessions.end_sign_operations();
         lib.keys.forget_slot(slot);
         Ok(())

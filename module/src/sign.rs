@@ -49,6 +49,7 @@ impl SignOp {
         check_signable(&mechanism)?;
         let attrs = lib.keys.attrs(lib, session, slot, key, CKA_SIGN)?;
         attrs.check(CKO_PRIVATE_KEY, &mechanism)?;
+        lib.daemon.learn_key(session, key);
         Ok(SignOp {
             key,
             mechanism,
@@ -122,7 +123,7 @@ impl SignOp {
             scheme: self.mechanism.scheme(),
             input,
         };
-        match lib.daemon.call_pipelined(request)? {
+        match lib.daemon.sign(request)? {
             ReplyBody::Bytes(signature) => {
                 out.put(&signature)?;
                 Ok(Step::Finished)

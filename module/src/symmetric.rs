@@ -8,10 +8,28 @@
 //! key's metadata at *Init (one GetAttributes, cached for token keys) and
 //! answers length queries without a round trip.
 //!
-//! The ciphers are single-part: C_EncryptUpdate / C_DecryptUpdate /
-//! …Final answer CKR_FUNCTION_NOT_SUPPORTED and end the operation. MACs
-//! are multi-part: C_SignUpdate / C_VerifyUpdate collect the data here and
-//! C_SignFinal / C_VerifyFinal send it in one request (at most
+//! The ciphers are also multi-part (C_EncryptUpdate / C_DecryptUpdate /
+//! …Final), in the way that keeps the key on the card and the least data
+//! here:
+//! - CKM_AES_CBC_PAD and CKM_AES_CTR stream through the card: each update
+//!   sends its whole blocks (split into requests of at most
+//!   [`MAX_SYMMETRIC_INPUT`] bytes) and returns their output at once; the
+//!   module keeps only the chaining value (CBC: the last ciphertext block;
+//!   CTR: the counter block, which is public) and less than one block of
+//!   input (CBC-PAD decryption holds back up to one whole block, since
+//!   the last block carries the padding). Any total length works; a CTR
+//!   counter that would wrap is CKR_DATA_LEN_RANGE.
+//! - CKM_AES_GCM collects the parts here (in zeroizing memory) and sends
+//!   them at C_EncryptFinal / C_DecryptFinal: aws-lc-rs's GCM is one-shot,
+//!   and decryption must not release plaintext before the tag is checked
+//!   anyway (PKCS#11 3.0's AES-GCM section allows buffering until
+//!   Final). Updates return no output; the total is limited to
+//!   [`MAX_SYMMETRIC_INPUT`].
+//!
+//! A single-part C_Encrypt / C_Decrypt after an update is
+//! CKR_OPERATION_ACTIVE. MACs are multi-part too: C_SignUpdate /
+//! C_VerifyUpdate collect the data here and C_SignFinal / C_VerifyFinal
+//! send it in one request (at most
 //! [`MAX_SYMMETRIC_INPUT`] bytes, CKR_DATA_LEN_RANGE beyond). Verification
 //! happens on the card, which compares in constant time.
 
@@ -65,7 +83,13 @@ impl SecretOps {
 pub(crate) struct CipherOp {
     key: CK_OBJECT_HANDLE,
     mechanism: CK_MECHANISM_TYPE,
+    /// For CBC and CTR, advanced past the parts already processed.
     params: CipherParams,
+    /// Input not yet sent to the card (see the module documentation).
+    pending: Zeroizing<Vec<u8>>,
+    multi_part: bool,
+    /// A CTR counter that has used up its counter bits: no more data.
+    counter_spent: bool,
 }
 
 /// An active HMAC or CMAC signature or verification.
@@ -181,11 +205,7 @@ pub(crate) fn cipher_init(
             CKA_DECRYPT
         };
         check_key(lib, session, s.slot, key, usage, raw.ty)?;
-        let op = Some(CipherOp {
-            key,
-            mechanism: raw.ty,
-            params,
-        });
+        let op = Some(CipherOp::new(key, raw.ty, params));
         if encrypt {
             s.secret.encrypt = op;
         } else {
@@ -196,6 +216,17 @@ pub(crate) fn cipher_init(
 }
 
 impl CipherOp {
+    fn new(key: CK_OBJECT_HANDLE, mechanism: CK_MECHANISM_TYPE, params: CipherParams) -> Self {
+        CipherOp {
+            key,
+            mechanism,
+            params,
+            pending: Zeroizing::new(Vec::new()),
+            multi_part: false,
+            counter_spent: false,
+        }
+    }
+
     /// The exact ciphertext length, or for decryption a bound on the
     /// plaintext length (CBC padding is only known after decrypting).
     fn output_len(&self, input_len: usize, encrypt: bool) -> Result<usize, Error> {
@@ -218,7 +249,7 @@ impl CipherOp {
                 }
                 input_len
             }
-            (CipherParams::AesCtr { .. }, _) => input_len,
+            (CipherParams::AesCtr { .. }, _) | (CipherParams::AesCbcBlocks { .. }, _) => input_len,
         })
     }
 
@@ -244,12 +275,21 @@ impl CipherOp {
         if out.prepare(len)? == Fill::LengthOnly {
             return Ok(Step::Continue);
         }
-        let (key, mechanism, params, input) = (
-            self.key,
-            self.mechanism,
-            self.params.clone(),
-            input.to_vec(),
-        );
+        let output = self.call(lib, session, self.params.clone(), input, encrypt)?;
+        out.put(&output)?;
+        Ok(Step::Finished)
+    }
+
+    /// One request to the card with `params`.
+    fn call(
+        &self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        params: CipherParams,
+        input: &[u8],
+        encrypt: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let (key, mechanism, input) = (self.key, self.mechanism, input.to_vec());
         let request = if encrypt {
             RequestBody::SecretEncrypt {
                 session,
@@ -268,14 +308,166 @@ impl CipherOp {
             }
         };
         match lib.daemon.call(request)? {
-            ReplyBody::Bytes(output) => {
-                let output = Zeroizing::new(output);
-                out.put(&output)?;
-                Ok(Step::Finished)
-            }
+            ReplyBody::Bytes(output) => Ok(Zeroizing::new(output)),
             _ => Err(Error::Transport),
         }
     }
+
+    /// How many of the pending bytes (after `more` arrives) an update
+    /// sends now: whole blocks for CBC and CTR, keeping CBC-PAD
+    /// decryption's last block back; nothing for GCM.
+    fn sendable(&self, total: usize, encrypt: bool) -> usize {
+        match &self.params {
+            CipherParams::AesCbcPad { .. } | CipherParams::AesCbcBlocks { .. } if !encrypt => {
+                let keep = match total % AES_BLOCK {
+                    0 => total.min(AES_BLOCK),
+                    partial => partial,
+                };
+                total - keep
+            }
+            CipherParams::AesGcm { .. } => 0,
+            _ => total - total % AES_BLOCK,
+        }
+    }
+
+    /// C_EncryptUpdate / C_DecryptUpdate.
+    fn update(
+        &mut self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        part: &[u8],
+        out: &mut OutBuf<u8>,
+        encrypt: bool,
+    ) -> Result<Step, Error> {
+        let total = self.pending.len() + part.len();
+        let send = self.sendable(total, encrypt);
+        if let CipherParams::AesGcm { .. } = self.params {
+            if total > MAX_SYMMETRIC_INPUT {
+                return Err(if encrypt {
+                    Error::DataLenRange { len: total }
+                } else {
+                    Error::EncryptedDataLenRange {
+                        len: total,
+                        expected: MAX_SYMMETRIC_INPUT,
+                    }
+                });
+            }
+        }
+        // A length query may answer more than needed (PKCS#11 3.0 §5.2).
+        // Answering 0 when a part only fills the buffer here would make
+        // callers that then pass an empty buffer (PyKCS11 passes NULL for
+        // it) ask again instead of handing the data over, so the bound is
+        // never below the part's length.
+        if out.is_length_query() {
+            out.prepare(send.max(part.len()))?;
+            return Ok(Step::Continue);
+        }
+        out.prepare(send)?;
+        self.multi_part = true;
+        self.pending.extend_from_slice(part);
+        let output = self.send_blocks(lib, session, send, encrypt)?;
+        out.put(&output)?;
+        Ok(Step::Continue)
+    }
+
+    /// Sends the first `len` pending bytes (whole blocks of CBC or CTR)
+    /// through the card in requests the card accepts, advancing the
+    /// chaining value.
+    fn send_blocks(
+        &mut self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        len: usize,
+        encrypt: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let mut output = Zeroizing::new(Vec::with_capacity(len));
+        let data: Zeroizing<Vec<u8>> = Zeroizing::new(self.pending.drain(..len).collect());
+        let chunk = MAX_SYMMETRIC_INPUT - MAX_SYMMETRIC_INPUT % AES_BLOCK;
+        for piece in data.chunks(chunk) {
+            if self.counter_spent {
+                return Err(Error::DataLenRange { len: piece.len() });
+            }
+            let params = match &self.params {
+                CipherParams::AesCbcPad { iv } | CipherParams::AesCbcBlocks { iv } => {
+                    CipherParams::AesCbcBlocks { iv: iv.clone() }
+                }
+                other => other.clone(),
+            };
+            let result = self.call(lib, session, params, piece, encrypt)?;
+            self.advance(piece, &result, encrypt);
+            output.extend_from_slice(&result);
+        }
+        Ok(output)
+    }
+
+    /// Moves the chaining value past `input` (which gave `output`).
+    fn advance(&mut self, input: &[u8], output: &[u8], encrypt: bool) {
+        let ciphertext = if encrypt { output } else { input };
+        match &mut self.params {
+            CipherParams::AesCbcPad { iv } | CipherParams::AesCbcBlocks { iv } => {
+                if let Some(last) = ciphertext.len().checked_sub(AES_BLOCK) {
+                    *iv = ciphertext[last..].to_vec();
+                }
+            }
+            CipherParams::AesCtr {
+                counter,
+                counter_bits,
+            } => {
+                let blocks = input.len().div_ceil(AES_BLOCK) as u128;
+                match advance_counter(counter, *counter_bits, blocks) {
+                    Some(next) => *counter = next,
+                    None => self.counter_spent = true,
+                }
+            }
+            CipherParams::AesGcm { .. } => {}
+        }
+    }
+
+    /// C_EncryptFinal / C_DecryptFinal: what is pending goes to the card
+    /// with the mechanism's own parameters (CBC-PAD pads or unpads, GCM
+    /// seals or opens with its tag).
+    fn finish(
+        &mut self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        out: &mut OutBuf<u8>,
+        encrypt: bool,
+    ) -> Result<Step, Error> {
+        let pending = self.pending.len();
+        let len = match (&self.params, encrypt) {
+            (CipherParams::AesCbcPad { .. }, false) if pending != AES_BLOCK => {
+                return Err(Error::EncryptedDataLenRange {
+                    len: pending,
+                    expected: AES_BLOCK,
+                });
+            }
+            _ => self.output_len(pending, encrypt)?,
+        };
+        if out.prepare(len)? == Fill::LengthOnly {
+            return Ok(Step::Continue);
+        }
+        if pending == 0 && matches!(self.params, CipherParams::AesCtr { .. }) {
+            out.put(&[])?;
+            return Ok(Step::Finished);
+        }
+        if self.counter_spent {
+            return Err(Error::DataLenRange { len: pending });
+        }
+        let output = self.call(lib, session, self.params.clone(), &self.pending, encrypt)?;
+        out.put(&output)?;
+        Ok(Step::Finished)
+    }
+}
+
+/// The CTR counter block `blocks` blocks on, counting only the low
+/// `bits` bits; `None` once the counter would wrap (PKCS#11 3.0 §2.10.8
+/// leaves wrapping undefined, so it is refused).
+fn advance_counter(counter: &[u8], bits: u64, blocks: u128) -> Option<Vec<u8>> {
+    let block: [u8; AES_BLOCK] = counter.try_into().ok()?;
+    let value = u128::from_be_bytes(block);
+    let max = u128::MAX >> (128 - bits.clamp(1, 128));
+    let next = (value & max).checked_add(blocks).filter(|n| *n <= max)?;
+    Some(((value & !max) | next).to_be_bytes().to_vec())
 }
 
 /// C_Encrypt / C_Decrypt for an active AES operation in `slot`.
@@ -288,15 +480,43 @@ pub(crate) fn crypt(
     encrypt: bool,
 ) -> Result<(), Error> {
     drive(slot, |op| {
+        if op.multi_part {
+            return Err(Error::OperationActive);
+        }
         let data = ffi::input(input.0, input.1)?;
         let mut out = OutBuf::new(output.0, output.1)?;
         op.run(lib, session, data, &mut out, encrypt)
     })
 }
 
-/// Multi-part steps of a single-part operation end it.
-pub(crate) fn single_part_only<T>(slot: &mut Option<T>) -> Result<(), Error> {
-    drive(slot, |_| Err(Error::FunctionNotSupported))
+/// C_EncryptUpdate / C_DecryptUpdate for an active AES operation.
+pub(crate) fn crypt_update(
+    lib: &Library,
+    session: CK_SESSION_HANDLE,
+    slot: &mut Option<CipherOp>,
+    part: (*mut CK_BYTE, CK_ULONG),
+    output: (*mut CK_BYTE, *mut CK_ULONG),
+    encrypt: bool,
+) -> Result<(), Error> {
+    drive(slot, |op| {
+        let part = ffi::input(part.0, part.1)?;
+        let mut out = OutBuf::new(output.0, output.1)?;
+        op.update(lib, session, part, &mut out, encrypt)
+    })
+}
+
+/// C_EncryptFinal / C_DecryptFinal for an active AES operation.
+pub(crate) fn crypt_final(
+    lib: &Library,
+    session: CK_SESSION_HANDLE,
+    slot: &mut Option<CipherOp>,
+    output: (*mut CK_BYTE, *mut CK_ULONG),
+    encrypt: bool,
+) -> Result<(), Error> {
+    drive(slot, |op| {
+        let mut out = OutBuf::new(output.0, output.1)?;
+        op.finish(lib, session, &mut out, encrypt)
+    })
 }
 
 /// C_SignInit / C_VerifyInit with a MAC mechanism (no parameter).
@@ -488,11 +708,44 @@ mod tests {
     use super::*;
 
     fn op(params: CipherParams) -> CipherOp {
-        CipherOp {
-            key: 1,
-            mechanism: CKM_AES_GCM,
-            params,
-        }
+        CipherOp::new(1, CKM_AES_GCM, params)
+    }
+
+    #[test]
+    fn updates_send_whole_blocks_and_hold_back_the_padding_block() {
+        let cbc = op(CipherParams::AesCbcPad { iv: vec![0; 16] });
+        assert_eq!(cbc.sendable(15, true), 0);
+        assert_eq!(cbc.sendable(33, true), 32);
+        assert_eq!(cbc.sendable(32, false), 16);
+        assert_eq!(cbc.sendable(16, false), 0);
+        assert_eq!(cbc.sendable(40, false), 32);
+        let ctr = op(CipherParams::AesCtr {
+            counter: vec![0; 16],
+            counter_bits: 128,
+        });
+        assert_eq!(ctr.sendable(47, false), 32);
+        let gcm = op(CipherParams::AesGcm {
+            iv: vec![0; 12],
+            aad: vec![],
+            tag_bits: 128,
+        });
+        assert_eq!(gcm.sendable(100, true), 0);
+    }
+
+    #[test]
+    fn ctr_counters_advance_in_their_low_bits_only() {
+        let mut counter = vec![0xaa; 16];
+        counter[15] = 0xfe;
+        // 8 counter bits at 0xfe: one more block fits, two do not.
+        let next = advance_counter(&counter, 8, 1).unwrap();
+        assert_eq!(next[15], 0xff);
+        assert_eq!(next[..15], counter[..15]);
+        assert_eq!(advance_counter(&counter, 8, 2), None);
+        // With 9 bits the carry goes into the next byte's low bit.
+        let next = advance_counter(&counter, 9, 2).unwrap();
+        assert_eq!((next[14], next[15]), (0xab, 0x00));
+        assert_eq!(advance_counter(&[0xff; 16], 128, 1), None);
+        assert_eq!(advance_counter(&[0; 16], 128, 3).unwrap()[15], 3);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //!
 //! | Functions | Answer |
 //! |---|---|
-//! | C_SignRecoverInit, C_VerifyRecoverInit, C_WrapKey, C_UnwrapKey, C_DeriveKey | session checked, then `CKR_MECHANISM_INVALID`: the token lists no such mechanism yet |
+//! | C_SignRecoverInit, C_VerifyRecoverInit | session checked, then `CKR_MECHANISM_INVALID`: the token lists no such mechanism yet |
 //! | C_SignRecover, C_VerifyRecover | session checked, then `CKR_OPERATION_NOT_INITIALIZED` (no such operation can be active) |
-//! | C_EncryptUpdate, C_EncryptFinal, C_DecryptUpdate, C_DecryptFinal | `CKR_FUNCTION_NOT_SUPPORTED`, ending the operation: RSA and the AES mechanisms are single-part here |
+//! | C_EncryptUpdate, C_EncryptFinal, C_DecryptUpdate, C_DecryptFinal with RSA | `CKR_FUNCTION_NOT_SUPPORTED`, ending the operation: RSA is single-part here (the AES mechanisms are multi-part) |
 //! | C_GetOperationState, C_SetOperationState, C_DigestEncryptUpdate, C_DecryptDigestUpdate, C_SignEncryptUpdate, C_DecryptVerifyUpdate, C_DigestKey | `CKR_FUNCTION_NOT_SUPPORTED` |
 //! | C_WaitForSlotEvent | `CKR_NO_EVENT` with CKF_DONT_BLOCK, else `CKR_FUNCTION_NOT_SUPPORTED` |
 //! | the 3.0 message functions (C_MessageEncryptInit … C_MessageVerifyFinal) | `CKR_FUNCTION_NOT_SUPPORTED` |
@@ -26,7 +26,9 @@
 //! CKM_RSA_PKCS_PSS, CKM_ECDSA) are single-part only and answer
 //! C_SignUpdate/C_VerifyUpdate with `CKR_FUNCTION_NOT_SUPPORTED`, as
 //! SoftHSMv2 does; C_Sign/C_Verify/C_Digest after an Update answer
-//! `CKR_OPERATION_ACTIVE`.
+//! `CKR_OPERATION_ACTIVE`; C_WrapKey / C_UnwrapKey do not offer
+//! CKM_RSA_PKCS (`CKR_MECHANISM_INVALID`; see the `wrap` module) nor an IV
+//! parameter for CKM_AES_KEY_WRAP (`CKR_MECHANISM_PARAM_INVALID`).
 
 use std::ffi::c_void;
 
@@ -83,12 +85,6 @@ macro_rules! function_not_supported {
 mechanism_invalid! {
     fn_c_sign_recover_init(key: CK_OBJECT_HANDLE);
     fn_c_verify_recover_init(key: CK_OBJECT_HANDLE);
-    fn_c_wrap_key(wrapping: CK_OBJECT_HANDLE, key: CK_OBJECT_HANDLE, out: *mut CK_BYTE, len: *mut CK_ULONG);
-    fn_c_unwrap_key(
-        unwrapping: CK_OBJECT_HANDLE, wrapped: *mut CK_BYTE, len: CK_ULONG,
-        t: *mut CK_ATTRIBUTE, n: CK_ULONG, key: *mut CK_OBJECT_HANDLE
-    );
-    fn_c_derive_key(base: CK_OBJECT_HANDLE, t: *mut CK_ATTRIBUTE, n: CK_ULONG, key: *mut CK_OBJECT_HANDLE);
 }
 
 operation_not_initialized! {

@@ -408,6 +408,141 @@ pub enum CardRequest {
         #[cbor(with = "minicbor::bytes")]
         expected: Option<Bytes>,
     },
+    /// ECDH (CKM_ECDH1_DERIVE) with the EC private key in `blob` (which
+    /// must allow deriving) and the peer's uncompressed point `peer`,
+    /// which the card validates; `kdf` turns the shared secret into the
+    /// value of a new secret key with policy `derived`, wrapped like a
+    /// generated one. Answered with [`CardResponse::SecretKey`]: neither
+    /// the shared secret nor the derived value leaves the card.
+    #[n(21)]
+    DeriveEcdh {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        policy: KeyPolicy,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        peer: Bytes,
+        #[n(3)]
+        kdf: Kdf,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        shared_data: Bytes,
+        #[n(5)]
+        derived: KeyPolicy,
+    },
+    /// The public key of the domain's TLS certificate authority (an
+    /// uncompressed P-256 point), answered with [`CardResponse::Bytes`].
+    /// The CA key is derived from the domain key, so every card of the
+    /// domain has the same one; [`CardFault::NoDomain`] without a domain.
+    #[n(30)]
+    DomainCaPublic,
+    /// An ECDSA P-256 SHA-256 signature (DER) by the domain's TLS CA key
+    /// over `tbs` (a certificate's to-be-signed bytes), answered with
+    /// [`CardResponse::Bytes`].
+    #[n(31)]
+    DomainCaSign {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        tbs: Bytes,
+    },
+    /// C_WrapKey: wrap the key in `blob` (which must have been wrapped with
+    /// exactly `policy` and be extractable) under `wrapping` with
+    /// `algorithm`. A secret key travels as its raw value, a private key
+    /// as its PKCS#8 PrivateKeyInfo. Answered with [`CardResponse::Bytes`].
+    #[n(25)]
+    WrapKey {
+        #[n(0)]
+        algorithm: WrapAlgorithm,
+        #[n(1)]
+        wrapping: WrappingKey,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(3)]
+        policy: KeyPolicy,
+    },
+    /// C_UnwrapKey: unwrap `wrapped` with the card key in `blob` (which
+    /// must allow unwrapping) and wrap the result under the master key
+    /// with `new_policy`, whose spec names the kind of key expected; the
+    /// card fills in its size (or curve) from the unwrapped key and
+    /// answers with [`CardResponse::Unwrapped`].
+    #[n(26)]
+    UnwrapKey {
+        #[n(0)]
+        algorithm: WrapAlgorithm,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(2)]
+        policy: KeyPolicy,
+        #[n(3)]
+        #[cbor(with = "minicbor::bytes")]
+        wrapped: Bytes,
+        #[n(4)]
+        new_policy: KeyPolicy,
+    },
+}
+
+/// How [`CardRequest::DeriveEcdh`] turns the shared secret Z into a key
+/// value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum Kdf {
+    /// CKD_NULL: Z itself, truncated from the leading end to the key's
+    /// length (as PKCS#11 says for Diffie-Hellman derivations).
+    #[n(0)]
+    Null,
+    /// The ANSI X9.63 KDF (SEC 1 §3.6.1) with this hash and the shared
+    /// data as SharedInfo.
+    #[n(1)]
+    X963(#[n(0)] Hash),
+}
+
+/// A key-wrapping algorithm (C_WrapKey / C_UnwrapKey).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WrapAlgorithm {
+    /// AES Key Wrap, RFC 3394 (CKM_AES_KEY_WRAP, default IV): the wrapped
+    /// key must be a multiple of 8 bytes, at least 16.
+    #[n(0)]
+    AesKw,
+    /// AES Key Wrap with Padding, RFC 5649 (CKM_AES_KEY_WRAP_PAD / KWP).
+    #[n(1)]
+    AesKwp,
+    /// RSAES-OAEP with MGF1 over `hash` and `label` (CKM_RSA_PKCS_OAEP);
+    /// secret keys only.
+    #[n(2)]
+    RsaOaep {
+        #[n(0)]
+        hash: Hash,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        label: Bytes,
+    },
+}
+
+/// The key a [`CardRequest::WrapKey`] wraps under.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WrappingKey {
+    /// An AES key of the card, which must allow wrapping.
+    #[n(0)]
+    Card {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        policy: KeyPolicy,
+    },
+    /// An RSA public key (big-endian modulus and exponent), for OAEP.
+    #[n(1)]
+    RsaPublic {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        modulus: Bytes,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        exponent: Bytes,
+    },
 }
 
 /// A passphrase as it travels to the card (wiped by the card after use).
@@ -491,6 +626,16 @@ pub enum Cipher {
         counter: Bytes,
         #[n(1)]
         counter_bits: u32,
+    },
+    /// AES-CBC without padding over whole blocks from the 16-byte IV `iv`:
+    /// the middle parts of a multi-part CKM_AES_CBC_PAD operation, whose
+    /// last part goes as [`Cipher::AesCbcPad`] (the module carries the
+    /// chaining block between parts; the key stays here).
+    #[n(3)]
+    AesCbcBlocks {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        iv: Bytes,
     },
 }
 
@@ -579,6 +724,23 @@ pub enum CardResponse {
         #[n(0)]
         #[cbor(with = "minicbor::bytes")]
         id: Option<Bytes>,
+    },
+    /// A key made by [`CardRequest::UnwrapKey`]: its blob, the spec it was
+    /// bound with (the requested kind with the size the card found), the
+    /// check value of a secret key (empty for a private key) and the
+    /// public key of a private key.
+    #[n(25)]
+    Unwrapped {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        blob: Bytes,
+        #[n(1)]
+        spec: KeySpec,
+        #[n(2)]
+        #[cbor(with = "minicbor::bytes")]
+        check_value: Bytes,
+        #[n(3)]
+        public: Option<PublicKey>,
     },
 }
 

@@ -131,6 +131,17 @@ pub fn read_ulong_array(v: &[u8]) -> Option<Vec<u64>> {
     )
 }
 
+/// Wire form of a nested template (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE):
+/// the CBOR encoding of its attributes, each in its own wire form.
+pub fn attribute_array_value(v: &[crate::Attribute]) -> Vec<u8> {
+    minicbor::to_vec(v).expect("encoding into a Vec is infallible")
+}
+
+/// Reads a wire nested template; `None` if it does not decode.
+pub fn read_attribute_array(v: &[u8]) -> Option<Vec<crate::Attribute>> {
+    minicbor::decode(v).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

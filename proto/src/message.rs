@@ -159,6 +159,15 @@ pub enum CipherParams {
         #[n(1)]
         counter_bits: u64,
     },
+    /// The middle parts of a multi-part CKM_AES_CBC_PAD operation: whole
+    /// blocks, no padding, chained from `iv` (the previous part's last
+    /// ciphertext block); the last part goes as `AesCbcPad`.
+    #[n(3)]
+    AesCbcBlocks {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        iv: Bytes,
+    },
 }
 
 /// Hash functions named on the wire.
@@ -575,6 +584,126 @@ pub enum RequestBody {
         #[cbor(with = "minicbor::bytes")]
         file: Bytes,
     },
+    /// C_DeriveKey with CKM_ECDH1_DERIVE: the card agrees a secret with
+    /// the EC private key `base` and derives a new secret key from
+    /// `template`. Answered with [`ReplyBody::Object`].
+    #[n(70)]
+    DeriveKey {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        mechanism: u64,
+        #[n(2)]
+        base: u64,
+        #[n(3)]
+        params: EcdhParams,
+        #[n(4)]
+        template: Vec<Attribute>,
+    },
+    /// The public key of the domain's TLS certificate authority, which
+    /// the slot's card derives from the domain key (public; no login).
+    /// Answered with [`ReplyBody::Bytes`] (an uncompressed P-256 point).
+    #[n(80)]
+    DomainCaPublic {
+        #[n(0)]
+        slot: u64,
+    },
+    /// `mesign-hsm domain tls-cert` (SO session): the card signs a TLS
+    /// certificate's to-be-signed bytes with the domain CA key. Answered
+    /// with [`ReplyBody::Bytes`] (a DER ECDSA signature).
+    #[n(81)]
+    DomainCaSign {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        tbs: Bytes,
+    },
+    /// Replication, from a box of the domain only (mutual TLS with a box
+    /// certificate): the version of every token object the slot knows,
+    /// deleted ones included. Answered with [`ReplyBody::ReplicaVersions`].
+    #[n(82)]
+    ReplicaVersions {
+        #[n(0)]
+        slot: u64,
+    },
+    /// Replication, from a box of the domain only: apply one change of a
+    /// token object. Answered with [`ReplyBody::ReplicaApplied`].
+    #[n(83)]
+    ReplicaApply {
+        #[n(0)]
+        slot: u64,
+        #[n(1)]
+        change: Box<ReplicaChange>,
+    },
+    /// C_WrapKey: the card wraps the key `key` under `wrapping` (an AES
+    /// secret key, or an RSA public key for OAEP). The daemon checks
+    /// CKA_WRAP, CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED / CKA_TRUSTED and
+    /// CKA_WRAP_TEMPLATE first. Answered with [`ReplyBody::Bytes`].
+    #[n(75)]
+    WrapKey {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        mechanism: WrapMechanism,
+        #[n(2)]
+        wrapping: u64,
+        #[n(3)]
+        key: u64,
+    },
+    /// C_UnwrapKey: the card unwraps `wrapped` with `unwrapping` into a new
+    /// key described by `template` (merged with the unwrapping key's
+    /// CKA_UNWRAP_TEMPLATE). Answered with [`ReplyBody::Object`].
+    #[n(76)]
+    UnwrapKey {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        mechanism: WrapMechanism,
+        #[n(2)]
+        unwrapping: u64,
+        #[n(3)]
+        #[cbor(with = "minicbor::bytes")]
+        wrapped: Bytes,
+        #[n(4)]
+        template: Vec<Attribute>,
+    },
+}
+
+/// `CK_ECDH1_DERIVE_PARAMS` as it travels: the KDF (CKD_*), the shared
+/// data and the peer's public point as the application gave it (raw or
+/// DER OCTET STRING; the daemon and the card check it).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct EcdhParams {
+    #[n(0)]
+    pub kdf: u64,
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub shared_data: Bytes,
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub public_data: Bytes,
+}
+
+/// A key-wrapping mechanism with its parameters, as C_WrapKey and
+/// C_UnwrapKey pass it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WrapMechanism {
+    /// CKM_AES_KEY_WRAP (RFC 3394, default IV).
+    #[n(0)]
+    AesKeyWrap,
+    /// CKM_AES_KEY_WRAP_PAD / CKM_AES_KEY_WRAP_KWP (RFC 5649).
+    #[n(1)]
+    AesKeyWrapPad,
+    /// CKM_RSA_PKCS_OAEP with MGF1 over `hash` and the label `label`.
+    #[n(2)]
+    RsaOaep {
+        #[n(0)]
+        hash: HashAlg,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        label: Bytes,
+    },
 }
 
 /// One audit record as stored, encoded as a CBOR byte string.
@@ -838,4 +967,40 @@ pub enum ReplyBody {
         #[n(1)]
         skipped: Vec<SkippedObject>,
     },
+    /// ReplicaVersions.
+    #[n(56)]
+    ReplicaVersions(#[n(0)] Vec<ReplicaVersion>),
+    /// ReplicaApply: whether the change was applied (false: the receiver
+    /// holds a newer version, which wins).
+    #[n(57)]
+    ReplicaApplied(#[n(0)] bool),
+}
+
+/// Where one replicated token object stands: its `CKA_UNIQUE_ID`, a
+/// version that every change raises, and whether it was deleted. Two
+/// versions of one object are ordered by (`version`, `digest`): the digest
+/// (SHA-256 of its attributes; all 0xff for a deletion) breaks the tie of
+/// two boxes that changed the object concurrently, the same way on both.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ReplicaVersion {
+    #[n(0)]
+    pub unique_id: String,
+    #[n(1)]
+    pub version: u64,
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub digest: Bytes,
+    #[n(3)]
+    pub deleted: bool,
+}
+
+/// One change of a token object as it travels between boxes: the new
+/// version, and the object (keys as domain-wrapped blobs bound to the
+/// attributes, as in a backup), or `None` for a deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ReplicaChange {
+    #[n(0)]
+    pub version: ReplicaVersion,
+    #[n(1)]
+    pub object: Option<crate::backup::BackupObject>,
 }

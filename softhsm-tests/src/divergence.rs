@@ -14,6 +14,22 @@ pub enum Divergence {
     /// Ours implements CKM_ECDSA_SHA256 because signing servers hand whole
     /// documents to the token.
     SoftHsmLacksEcdsaSha256,
+    /// SoftHSMv2 2.6.1 derives ECDH keys only with CKD_NULL and answers
+    /// every other KDF with CKR_MECHANISM_PARAM_INVALID; ours also has the
+    /// ANSI X9.63 KDFs CKD_SHA224/256/384/512_KDF.
+    SoftHsmEcdhOnlyNullKdf,
+    /// C_DecryptUpdate (CKM_AES_CBC_PAD) with an empty part: SoftHSMv2's
+    /// length query answers a length near 2^64 (an underflow), so the
+    /// multi-part cases give it no empty parts; ours answers 0.
+    SoftHsmDecryptUpdateEmptyPartLength,
+    /// C_Encrypt after C_EncryptUpdate: SoftHSMv2 encrypts (CKR_OK); ours
+    /// answers CKR_OPERATION_ACTIVE, as for C_Sign after C_SignUpdate.
+    SoftHsmSinglePartAfterUpdate,
+    /// C_DeriveKey (CKM_ECDH1_DERIVE) with a peer point that is off the
+    /// curve, the point at infinity, of another curve or truncated:
+    /// SoftHSMv2 refuses with CKR_GENERAL_ERROR, ours with
+    /// CKR_MECHANISM_PARAM_INVALID (the point is a mechanism parameter).
+    SoftHsmEcdhBadPointIsGeneralError,
     /// Only our daemon has a state directory separate from the client; for
     /// SoftHSM the "key material never stored in clear" property is out of
     /// scope (its file store encrypts with a PIN-derived key inside the
@@ -116,6 +132,24 @@ pub enum Divergence {
     /// CKR_GENERAL_ERROR, ours with CKR_ENCRYPTED_DATA_INVALID (PKCS#11
     /// §5.9).
     SoftHsmSymmetricDecryptErrorsAreGeneral,
+    /// C_WrapKey of a private key with CKM_AES_KEY_WRAP_PAD: SoftHSMv2
+    /// pads the PKCS#8 PrivateKeyInfo with bytes of its own to a multiple
+    /// of 8 before the RFC 5649 wrap (which pads by itself), so the
+    /// unwrapped plaintext has trailing bytes after the DER; ours wraps
+    /// exactly the PrivateKeyInfo.
+    SoftHsmPadsWrappedPkcs8,
+    /// SoftHSMv2 lets one key combine roles that defeat wrapping (CKA_WRAP
+    /// with CKA_DECRYPT, CKA_UNWRAP with CKA_ENCRYPT or CKA_DECRYPT, a
+    /// public key that wraps whose private half decrypts): the attacks of
+    /// Clulow 2003 and the Tookan study work against it. Ours refuses such
+    /// keys with CKR_TEMPLATE_INCONSISTENT and such wrapping keys with
+    /// CKR_KEY_FUNCTION_NOT_PERMITTED.
+    SoftHsmAllowsConflictingKeyRoles,
+    /// C_UnwrapKey under a key with CKA_UNWRAP_TEMPLATE: SoftHSMv2 refuses
+    /// (CKR_TEMPLATE_INCONSISTENT) a template that does not restate every
+    /// attribute of the unwrap template; ours gives the new key the union
+    /// of both, as PKCS#11 3.0 §4.9 says, and refuses only contradictions.
+    SoftHsmUnwrapTemplateNotMerged,
 }
 
 impl Divergence {
@@ -123,6 +157,10 @@ impl Divergence {
     pub fn diverging_kind(self) -> Kind {
         match self {
             Divergence::SoftHsmLacksEcdsaSha256 => Kind::SoftHsm,
+            Divergence::SoftHsmEcdhOnlyNullKdf => Kind::SoftHsm,
+            Divergence::SoftHsmDecryptUpdateEmptyPartLength => Kind::SoftHsm,
+            Divergence::SoftHsmSinglePartAfterUpdate => Kind::SoftHsm,
+            Divergence::SoftHsmEcdhBadPointIsGeneralError => Kind::SoftHsm,
             Divergence::StateDirOnlyOurs => Kind::SoftHsm,
             Divergence::SoftHsmLogoutWithoutLoginIsOk => Kind::SoftHsm,
             Divergence::SoftHsmSignInitObjectHandleInvalid => Kind::SoftHsm,
@@ -143,6 +181,9 @@ impl Divergence {
             Divergence::SoftHsmEddsaInitChecksNothing => Kind::SoftHsm,
             Divergence::SoftHsmEddsaUpdateNotInitialized => Kind::SoftHsm,
             Divergence::SoftHsmSymmetricDecryptErrorsAreGeneral => Kind::SoftHsm,
+            Divergence::SoftHsmPadsWrappedPkcs8 => Kind::SoftHsm,
+            Divergence::SoftHsmAllowsConflictingKeyRoles => Kind::SoftHsm,
+            Divergence::SoftHsmUnwrapTemplateNotMerged => Kind::SoftHsm,
         }
     }
 
@@ -151,6 +192,18 @@ impl Divergence {
         match self {
             Divergence::SoftHsmLacksEcdsaSha256 => {
                 "SoftHSMv2 2.6.1 has no CKM_ECDSA_SHA256; expecting CKR_MECHANISM_INVALID"
+            }
+            Divergence::SoftHsmEcdhOnlyNullKdf => {
+                "SoftHSMv2 2.6.1 derives ECDH keys only with CKD_NULL"
+            }
+            Divergence::SoftHsmDecryptUpdateEmptyPartLength => {
+                "SoftHSMv2 answers an empty CBC-PAD C_DecryptUpdate's length query with an underflow"
+            }
+            Divergence::SoftHsmSinglePartAfterUpdate => {
+                "SoftHSMv2 runs C_Encrypt after C_EncryptUpdate instead of CKR_OPERATION_ACTIVE"
+            }
+            Divergence::SoftHsmEcdhBadPointIsGeneralError => {
+                "SoftHSMv2 refuses invalid ECDH peer points with CKR_GENERAL_ERROR"
             }
             Divergence::StateDirOnlyOurs => {
                 "SoftHSM has no daemon state directory; the at-rest scan applies to ours only"
@@ -208,6 +261,15 @@ impl Divergence {
             }
             Divergence::SoftHsmSymmetricDecryptErrorsAreGeneral => {
                 "SoftHSMv2 answers a bad GCM tag or CBC padding with CKR_GENERAL_ERROR"
+            }
+            Divergence::SoftHsmPadsWrappedPkcs8 => {
+                "SoftHSMv2 pads a wrapped PKCS#8 to a multiple of 8 bytes inside RFC 5649"
+            }
+            Divergence::SoftHsmAllowsConflictingKeyRoles => {
+                "SoftHSMv2 lets one key wrap and decrypt (or unwrap and encrypt): the API attacks work"
+            }
+            Divergence::SoftHsmUnwrapTemplateNotMerged => {
+                "SoftHSMv2 wants CKA_UNWRAP_TEMPLATE restated in C_UnwrapKey's template"
             }
             Divergence::SoftHsmFileStoreScale => {
                 "SoftHSMv2's file store is too slow for 10,000 token objects; 100, untimed"

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::ptr;
 
 use cryptoki_sys::{
-    CKR_OK, CK_ATTRIBUTE, CK_ATTRIBUTE_TYPE, CK_FALSE, CK_FUNCTION_LIST, CK_OBJECT_HANDLE, CK_RV,
-    CK_SESSION_HANDLE, CK_SLOT_ID, CK_TOKEN_INFO, CK_ULONG, CK_UNAVAILABLE_INFORMATION,
+    CKR_OK, CK_ATTRIBUTE, CK_ATTRIBUTE_TYPE, CK_FALSE, CK_FUNCTION_LIST, CK_MECHANISM,
+    CK_MECHANISM_TYPE, CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SLOT_ID, CK_TOKEN_INFO,
+    CK_ULONG, CK_UNAVAILABLE_INFORMATION,
 };
 
 /// An output buffer as a PKCS#11 caller passes it.
@@ -38,6 +39,10 @@ pub struct Returned {
     /// `len` fits in it; empty otherwise.
     pub bytes: Vec<u8>,
 }
+
+/// An attribute type and its value in C form (a `CK_BBOOL` byte, a
+/// native-endian `CK_ULONG`, bytes).
+pub type CAttribute = (CK_ATTRIBUTE_TYPE, Vec<u8>);
 
 /// One attribute as C_GetAttributeValue left it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,6 +281,94 @@ impl RawModule {
             })
             .collect();
         (rv, attrs)
+    }
+
+    /// C_CreateObject with attributes in their C form (`flat`) and nested
+    /// templates such as CKA_UNWRAP_TEMPLATE (`nested`: the outer type and
+    /// its entries), which the `cryptoki` crate cannot express.
+    pub fn create_object_nested(
+        &self,
+        session: CK_SESSION_HANDLE,
+        flat: &[CAttribute],
+        nested: &[(CK_ATTRIBUTE_TYPE, Vec<CAttribute>)],
+    ) -> (CK_RV, CK_OBJECT_HANDLE) {
+        let f = self
+            .functions
+            .C_CreateObject
+            .expect("C_CreateObject in the function list");
+        let entry = |(ty, value): &CAttribute| CK_ATTRIBUTE {
+            type_: *ty,
+            pValue: value.as_ptr() as *mut _,
+            ulValueLen: value.len() as CK_ULONG,
+        };
+        let inner: Vec<Vec<CK_ATTRIBUTE>> = nested
+            .iter()
+            .map(|(_, entries)| entries.iter().map(entry).collect())
+            .collect();
+        let mut template: Vec<CK_ATTRIBUTE> = flat.iter().map(entry).collect();
+        for ((ty, _), entries) in nested.iter().zip(&inner) {
+            template.push(CK_ATTRIBUTE {
+                type_: *ty,
+                pValue: entries.as_ptr() as *mut _,
+                ulValueLen: std::mem::size_of_val(entries.as_slice()) as CK_ULONG,
+            });
+        }
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: every entry points at a live value of exactly ulValueLen
+        // bytes (`flat`'s values, or the CK_ATTRIBUTE arrays in `inner`,
+        // whose entries point into `nested`), all of which outlive the call
+        // and are only read; `handle` is a valid, writable location.
+        let rv = unsafe {
+            f(
+                session,
+                template.as_mut_ptr(),
+                template.len() as CK_ULONG,
+                &mut handle,
+            )
+        };
+        (rv, handle)
+    }
+
+    /// C_WrapKey with a parameterless mechanism and a raw output buffer,
+    /// for length queries and CKR_BUFFER_TOO_SMALL.
+    pub fn wrap_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        output: Output,
+    ) -> Returned {
+        let f = self
+            .functions
+            .C_WrapKey
+            .expect("C_WrapKey in the function list");
+        let mut mechanism = CK_MECHANISM {
+            mechanism,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut buffer = match output {
+            Output::Null => Vec::new(),
+            Output::Bytes(n) => vec![0u8; n],
+        };
+        let mut len = buffer.len() as CK_ULONG;
+        let out_ptr = match output {
+            Output::Null => ptr::null_mut(),
+            Output::Bytes(_) => buffer.as_mut_ptr(),
+        };
+        // SAFETY: `mechanism` is a valid CK_MECHANISM without parameter;
+        // `out_ptr` is NULL or valid for `len` writable bytes; `len` is a
+        // valid writable CK_ULONG.
+        let rv = unsafe { f(session, &mut mechanism, wrapping, key, out_ptr, &mut len) };
+        let bytes = match output {
+            Output::Bytes(n) if rv == CKR_OK && (len as usize) <= n => {
+                buffer.truncate(len as usize);
+                buffer
+            }
+            _ => Vec::new(),
+        };
+        Returned { rv, len, bytes }
     }
 
     /// C_Finalize(NULL), so a test can C_Initialize the same module again.

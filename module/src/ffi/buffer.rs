@@ -107,6 +107,11 @@ impl<T: Copy> OutBuf<T> {
         Ok(Fill::Ready)
     }
 
+    /// True for a length query (a NULL data pointer).
+    pub(crate) fn is_length_query(&self) -> bool {
+        self.data.is_null()
+    }
+
     /// Copies `items` out (after the same checks as [`Self::prepare`]).
     pub(crate) fn put(&mut self, items: &[T]) -> Result<Fill, Error> {
         if self.prepare(items.len())? == Fill::LengthOnly {

@@ -168,6 +168,45 @@ impl RawMechanism {
     }
 }
 
+/// `CK_ECDH1_DERIVE_PARAMS` with the shared data and the public data
+/// copied out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ecdh1Params {
+    pub kdf: cryptoki_sys::CK_EC_KDF_TYPE,
+    pub shared_data: Vec<u8>,
+    pub public_data: Vec<u8>,
+}
+
+/// The parameters of the key derivation mechanisms.
+impl RawMechanism {
+    /// The `CK_ECDH1_DERIVE_PARAMS`, if present with exactly its size; a
+    /// NULL pointer with a non-zero length, or no public data, is a bad
+    /// parameter.
+    pub(crate) fn ecdh1_params(&self) -> Result<Ecdh1Params, Error> {
+        use cryptoki_sys::CK_ECDH1_DERIVE_PARAMS;
+        let invalid = Error::MechanismParamInvalid(self.ty);
+        if self.parameter.is_null() || self.parameter_len != size_of::<CK_ECDH1_DERIVE_PARAMS>() {
+            return Err(invalid);
+        }
+        // SAFETY: non-NULL, and the application declared exactly the size of
+        // the structure; read_unaligned copes with any alignment.
+        let p =
+            unsafe { std::ptr::read_unaligned(self.parameter.cast::<CK_ECDH1_DERIVE_PARAMS>()) };
+        let shared =
+            super::input(p.pSharedData.cast_const(), p.ulSharedDataLen).map_err(|_| invalid)?;
+        let public =
+            super::input(p.pPublicData.cast_const(), p.ulPublicDataLen).map_err(|_| invalid)?;
+        if public.is_empty() {
+            return Err(invalid);
+        }
+        Ok(Ecdh1Params {
+            kdf: p.kdf,
+            shared_data: shared.to_vec(),
+            public_data: public.to_vec(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +274,43 @@ mod tests {
         );
         p.ulSourceDataLen = 0;
         assert_eq!(raw(&p, size).oaep_params().unwrap().label, b"");
+    }
+
+    #[test]
+    fn ecdh1_params_copy_both_buffers_and_check_them() {
+        let mut shared = *b"info";
+        let mut point = [4u8; 65];
+        let mut p = CK_ECDH1_DERIVE_PARAMS {
+            kdf: CKD_SHA256_KDF,
+            ulSharedDataLen: 4,
+            pSharedData: shared.as_mut_ptr(),
+            ulPublicDataLen: 65,
+            pPublicData: point.as_mut_ptr(),
+        };
+        let size = size_of::<CK_ECDH1_DERIVE_PARAMS>();
+        let raw = |p: &CK_ECDH1_DERIVE_PARAMS, len| {
+            RawMechanism::from_parts(
+                CKM_ECDH1_DERIVE,
+                (p as *const CK_ECDH1_DERIVE_PARAMS).cast(),
+                len,
+            )
+        };
+        let got = raw(&p, size).ecdh1_params().unwrap();
+        assert_eq!(got.kdf, CKD_SHA256_KDF);
+        assert_eq!(got.shared_data, b"info");
+        assert_eq!(got.public_data, [4u8; 65]);
+        let invalid = Err(Error::MechanismParamInvalid(CKM_ECDH1_DERIVE));
+        assert_eq!(raw(&p, size - 1).ecdh1_params(), invalid);
+        assert_eq!(
+            RawMechanism::from_parts(CKM_ECDH1_DERIVE, std::ptr::null(), size).ecdh1_params(),
+            invalid
+        );
+        p.pSharedData = std::ptr::null_mut();
+        assert_eq!(raw(&p, size).ecdh1_params(), invalid);
+        p.ulSharedDataLen = 0;
+        assert_eq!(raw(&p, size).ecdh1_params().unwrap().shared_data, b"");
+        p.ulPublicDataLen = 0;
+        assert_eq!(raw(&p, size).ecdh1_params(), invalid);
     }
 
     #[test]

@@ -12,6 +12,10 @@ use crate::error::Error;
 pub(crate) enum AttrAnswer {
     /// The value in the C form the application expects.
     Value(Vec<u8>),
+    /// A nested template (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE): each
+    /// entry's type and value in C form, filled into the application's
+    /// own `CK_ATTRIBUTE` array.
+    Nested(Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>),
     /// The attribute may not be revealed.
     Sensitive,
     /// The object has no such attribute.
@@ -92,6 +96,7 @@ impl Template {
                     unsafe { ptr::copy_nonoverlapping(v.as_ptr(), a.pValue.cast::<u8>(), v.len()) };
                     (v.len() as CK_ULONG, None)
                 }
+                AttrAnswer::Nested(entries) => fill_nested(&a, entries),
             };
             // SAFETY: entry `i` exists (see `entry`); only its length field
             // is written, in place.
@@ -102,6 +107,77 @@ impl Template {
         }
         result
     }
+}
+
+/// Fills an application's nested template (PKCS#11 3.0 §5.7): NULL gets
+/// the array's length; an array too short is CKR_BUFFER_TOO_SMALL; else
+/// each entry gets its type and, like a top-level entry, its length (NULL
+/// value) or its value (CKR_BUFFER_TOO_SMALL if it does not fit). Returns
+/// the outer length and the first problem.
+fn fill_nested(
+    outer: &CK_ATTRIBUTE,
+    entries: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> (CK_ULONG, Option<Error>) {
+    let needed = entries.len() * size_of::<CK_ATTRIBUTE>();
+    if outer.pValue.is_null() {
+        return (needed as CK_ULONG, None);
+    }
+    if (outer.ulValueLen as usize) < needed {
+        return (
+            CK_UNAVAILABLE_INFORMATION,
+            Some(Error::BufferTooSmall { needed }),
+        );
+    }
+    let array = outer.pValue.cast::<CK_ATTRIBUTE>();
+    let mut problem = None;
+    for (i, (ty, value)) in entries.iter().enumerate() {
+        // SAFETY: the application declared `ulValueLen >= needed` bytes at
+        // pValue, so entry `i < entries.len()` lies inside its array.
+        let entry = unsafe { ptr::read_unaligned(array.add(i)) };
+        let len = if entry.pValue.is_null() {
+            value.len() as CK_ULONG
+        } else if (entry.ulValueLen as usize) < value.len() {
+            problem.get_or_insert(Error::BufferTooSmall {
+                needed: value.len(),
+            });
+            CK_UNAVAILABLE_INFORMATION
+        } else {
+            // SAFETY: the entry's pValue is non-NULL with at least
+            // `value.len()` bytes declared (checked just above).
+            unsafe {
+                ptr::copy_nonoverlapping(value.as_ptr(), entry.pValue.cast::<u8>(), value.len())
+            };
+            value.len() as CK_ULONG
+        };
+        // SAFETY: entry `i` lies inside the application's array (above);
+        // only its type and length fields are written, in place.
+        unsafe {
+            ptr::addr_of_mut!((*array.add(i)).type_).write_unaligned(*ty);
+            ptr::addr_of_mut!((*array.add(i)).ulValueLen).write_unaligned(len);
+        }
+    }
+    (needed as CK_ULONG, problem)
+}
+
+/// Type and value bytes of every entry of a nested template
+/// (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE): `value` is the application's
+/// `CK_ATTRIBUTE` array as the outer template's value, so its length must
+/// be a whole number of entries.
+pub(crate) fn nested_entries(value: &[u8]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, &[u8])>, Error> {
+    let size = size_of::<CK_ATTRIBUTE>();
+    if value.len() % size != 0 {
+        return Err(Error::ArgumentsBad);
+    }
+    (0..value.len() / size)
+        .map(|i| {
+            // SAFETY: `value` holds `len / size` whole CK_ATTRIBUTE entries
+            // (checked above); read_unaligned copes with any alignment.
+            let a =
+                unsafe { ptr::read_unaligned(value.as_ptr().add(i * size).cast::<CK_ATTRIBUTE>()) };
+            let inner = super::input(a.pValue.cast::<u8>().cast_const(), a.ulValueLen)?;
+            Ok((a.type_, inner))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -161,6 +237,58 @@ mod tests {
             Err(Error::BufferTooSmall { needed: 2 })
         );
         assert_eq!(attrs[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    }
+
+    #[test]
+    fn nested_templates_are_read_and_filled() {
+        let mut yes = [1u8];
+        let mut label = *b"wrapped";
+        let inner = [attr(CKA_SENSITIVE, &mut yes), attr(CKA_LABEL, &mut label)];
+        // SAFETY: `inner` is a live array; viewed as its own bytes, as an
+        // application's CK_ATTRIBUTE array arrives as an attribute value.
+        let raw =
+            unsafe { std::slice::from_raw_parts(inner.as_ptr().cast::<u8>(), size_of_val(&inner)) };
+        assert_eq!(
+            nested_entries(raw).unwrap(),
+            vec![(CKA_SENSITIVE, &[1u8][..]), (CKA_LABEL, &b"wrapped"[..])]
+        );
+        assert_eq!(nested_entries(&raw[1..]).unwrap_err(), Error::ArgumentsBad);
+
+        let answer = AttrAnswer::Nested(vec![
+            (CKA_SENSITIVE, vec![1]),
+            (CKA_LABEL, b"wrapped".to_vec()),
+        ]);
+        let mut flag = [0u8; 1];
+        let mut short = [0u8; 3];
+        let mut out = [attr(0, &mut flag), attr(0, &mut short)];
+        let mut outer = [CK_ATTRIBUTE {
+            type_: CKA_UNWRAP_TEMPLATE,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        }];
+        let mut t = Template::new(outer.as_mut_ptr(), 1).unwrap();
+        assert_eq!(t.fill(std::slice::from_ref(&answer)), Ok(()));
+        assert_eq!(outer[0].ulValueLen as usize, size_of_val(&out));
+        outer[0].pValue = out.as_mut_ptr().cast();
+        let mut t = Template::new(outer.as_mut_ptr(), 1).unwrap();
+        assert_eq!(
+            t.fill(std::slice::from_ref(&answer)),
+            Err(Error::BufferTooSmall { needed: 7 })
+        );
+        assert_eq!((out[0].type_, out[0].ulValueLen), (CKA_SENSITIVE, 1));
+        assert_eq!(flag, [1]);
+        assert_eq!(
+            (out[1].type_, out[1].ulValueLen),
+            (CKA_LABEL, CK_UNAVAILABLE_INFORMATION)
+        );
+        outer[0].ulValueLen = 8;
+        let mut t = Template::new(outer.as_mut_ptr(), 1).unwrap();
+        assert_eq!(
+            t.fill(std::slice::from_ref(&answer)),
+            Err(Error::BufferTooSmall {
+                needed: size_of_val(&out)
+            })
+        );
     }
 
     #[test]

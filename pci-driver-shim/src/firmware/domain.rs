@@ -11,7 +11,11 @@
 //!   backups and cards name their domain;
 //! - the wrap key for backed-up key blobs (AES-256-GCM, the key's policy
 //!   and a digest of all its attributes as associated data);
-//! - the MAC key that makes a backup file tamper-evident.
+//! - the MAC key that makes a backup file tamper-evident;
+//! - the domain's TLS certificate authority: a P-256 key (HKDF-SHA256 from
+//!   the domain key with a fixed label, so every card of the domain holds
+//!   the same CA and no card ever exports it) that signs the certificates
+//!   boxes and signing servers present to each other.
 //!
 //! The key lives in `<state dir>/card-domain` (see `state_file`), read
 //! afresh by every command that needs it, so the emulator instances of one
@@ -23,7 +27,8 @@ use std::sync::Mutex;
 
 use aws_lc_rs::aead::NONCE_LEN;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use aws_lc_rs::{constant_time, hmac, pbkdf2};
+use aws_lc_rs::signature::KeyPair;
+use aws_lc_rs::{agreement, constant_time, hkdf, hmac, pbkdf2, rand, signature};
 use vsss_rs::{Gf256, IdentifierGf256};
 use zeroize::Zeroizing;
 
@@ -47,6 +52,9 @@ const SALT_LEN: usize = 16;
 const SHARE_AAD_LABEL: &[u8] = b"MeSign domain share v1";
 const EXPORT_AAD_LABEL: &[u8] = b"MeSign backup key v1";
 const BACKUP_TAG_LABEL: &[u8] = b"MeSign backup v1";
+const TLS_CA_SALT: &[u8] = b"MeSign domain TLS CA v1";
+/// The most bytes a certificate's to-be-signed part may have.
+const MAX_TBS: usize = 16 * 1024;
 
 /// A domain key, with the keys derived from it.
 pub struct DomainKey {
@@ -72,6 +80,36 @@ impl DomainKey {
 
     fn wrapper(&self) -> Wrapper {
         Wrapper::new(&self.derive(b"MeSign domain wrap key v1"))
+    }
+
+    /// The domain's TLS CA key: HKDF-SHA256 of the domain key gives a
+    /// candidate P-256 scalar; the rare candidate that is not a valid
+    /// scalar (zero or not below the group order) is skipped by counter,
+    /// so the result is the same on every card.
+    fn tls_ca(&self) -> Result<signature::EcdsaKeyPair, CardFault> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, TLS_CA_SALT).extract(&self.key[..]);
+        for counter in 0u8..=255 {
+            let info = [b"p256 scalar".as_slice(), &[counter]];
+            let mut scalar = Zeroizing::new([0u8; 32]);
+            prk.expand(&info, hkdf::HKDF_SHA256)
+                .and_then(|okm| okm.fill(&mut scalar[..]))
+                .map_err(|_| CardFault::Internal)?;
+            let Ok(private) =
+                agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &scalar[..])
+            else {
+                continue;
+            };
+            let public = private
+                .compute_public_key()
+                .map_err(|_| CardFault::Internal)?;
+            return signature::EcdsaKeyPair::from_private_key_and_public_key(
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                &scalar[..],
+                public.as_ref(),
+            )
+            .map_err(|_| CardFault::Internal);
+        }
+        Err(CardFault::Internal)
     }
 
     fn backup_tag(&self, digest: &[u8]) -> hmac::Tag {
@@ -294,6 +332,19 @@ pub fn execute(
                     constant_time::verify_slices_are_equal(tag.as_ref(), &expected).is_ok(),
                 ),
             })
+        }
+        CardRequest::DomainCaPublic => {
+            let ca = domains.required()?.tls_ca()?;
+            Ok(CardResponse::Bytes(ca.public_key().as_ref().to_vec()))
+        }
+        CardRequest::DomainCaSign { tbs } => {
+            if tbs.is_empty() || tbs.len() > MAX_TBS {
+                return Err(CardFault::BadInput);
+            }
+            let ca = domains.required()?.tls_ca()?;
+            ca.sign(&rand::SystemRandom::new(), &tbs)
+                .map(|s| CardResponse::Bytes(s.as_ref().to_vec()))
+                .map_err(|_| CardFault::Internal)
         }
         _ => Err(CardFault::Malformed),
     }
@@ -687,6 +738,39 @@ mod tests {
                 }
             ),
             Err(CardFault::NoDomain)
+        );
+    }
+
+    #[test]
+    fn the_tls_ca_is_the_same_on_every_card_of_a_domain_and_signs() {
+        use p256::ecdsa::signature::Verifier;
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let d: Vec<Domains> = dirs.iter().map(|t| domains(t.path())).collect();
+        let master = Wrapper::new(&[1; 32]);
+        let run = |d: &Domains, r: CardRequest| match execute(d, &master, r) {
+            Ok(CardResponse::Bytes(b)) => Ok(b),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            run(&d[0], CardRequest::DomainCaPublic),
+            Err(CardFault::NoDomain)
+        );
+        let shares = d[0].create(2, &passphrases(3), false).unwrap();
+        d[1].join(&inputs(&shares, &[0, 2]), false).unwrap();
+        d[2].create(2, &passphrases(2), false).unwrap();
+        let public = run(&d[0], CardRequest::DomainCaPublic).unwrap();
+        assert_eq!(public.len(), 65);
+        assert_eq!(run(&d[1], CardRequest::DomainCaPublic).unwrap(), public);
+        assert_ne!(run(&d[2], CardRequest::DomainCaPublic).unwrap(), public);
+        let tbs = b"to be signed".to_vec();
+        let der = run(&d[1], CardRequest::DomainCaSign { tbs: tbs.clone() }).unwrap();
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&public).unwrap();
+        let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
+        key.verify(&tbs, &sig).unwrap();
+        assert_eq!(
+            run(&d[0], CardRequest::DomainCaSign { tbs: Vec::new() }),
+            Err(CardFault::BadInput)
         );
     }
 

@@ -9,8 +9,10 @@
 
 mod decrypt;
 mod domain;
+mod ecdh;
 mod hardening;
 mod key_cache;
+mod key_wrapping;
 mod keys;
 mod selftest;
 mod signing;
@@ -170,13 +172,36 @@ impl Firmware {
             | CardRequest::ImportSecret { .. }
             | CardRequest::Cipher { .. }
             | CardRequest::Mac { .. }) => symmetric::execute(&self.wrapper, request),
+            CardRequest::DeriveEcdh {
+                blob,
+                policy,
+                peer,
+                kdf,
+                shared_data,
+                derived,
+            } => ecdh::derive(
+                &self.wrapper,
+                ecdh::DeriveEcdh {
+                    blob: &blob,
+                    policy: &policy,
+                    peer: &peer,
+                    kdf,
+                    shared_data: &shared_data,
+                    derived: &derived,
+                },
+            ),
             request @ (CardRequest::DomainCreate { .. }
             | CardRequest::DomainJoin { .. }
             | CardRequest::DomainInfo
             | CardRequest::ExportKey { .. }
             | CardRequest::ImportKey { .. }
-            | CardRequest::BackupTag { .. }) => {
+            | CardRequest::BackupTag { .. }
+            | CardRequest::DomainCaPublic
+            | CardRequest::DomainCaSign { .. }) => {
                 domain::execute(&self.domains, &self.wrapper, request)
+            }
+            request @ (CardRequest::WrapKey { .. } | CardRequest::UnwrapKey { .. }) => {
+                key_wrapping::execute(self, request)
             }
             CardRequest::Random { len } => {
                 if len > MAX_RANDOM {

@@ -113,7 +113,7 @@ pub fn execute(wrapper: &Wrapper, request: CardRequest) -> Result<CardResponse, 
 
 /// The value length a secret spec asks for; key-pair specs and sizes the
 /// card does not make are bad parameters.
-fn key_len(spec: KeySpec) -> Result<usize, CardFault> {
+pub(super) fn key_len(spec: KeySpec) -> Result<usize, CardFault> {
     match spec {
         KeySpec::Aes { bytes } if matches!(bytes, 16 | 24 | 32) => Ok(bytes as usize),
         KeySpec::GenericSecret { bytes } if (1..=MAX_GENERIC_SECRET).contains(&bytes) => {
@@ -123,7 +123,7 @@ fn key_len(spec: KeySpec) -> Result<usize, CardFault> {
     }
 }
 
-fn new_secret(
+pub(super) fn new_secret(
     wrapper: &Wrapper,
     policy: &KeyPolicy,
     value: &[u8],
@@ -235,6 +235,24 @@ fn crypt(value: &[u8], cipher: &Cipher, encrypt: bool, input: &[u8]) -> Result<V
                     .map_err(|_| CardFault::BadInput)?
                     .len();
                 data.truncate(len);
+            }
+        }
+        Cipher::AesCbcBlocks { iv } => {
+            let iv = block(iv)?;
+            if data.len() % BLOCK != 0 {
+                return Err(CardFault::BadInput);
+            }
+            if encrypt {
+                EncryptingKey::cbc(unbound(value)?)
+                    .and_then(|k| k.less_safe_encrypt(&mut data, EncryptionContext::Iv128(iv)))
+                    .map_err(|_| CardFault::Internal)?;
+            } else {
+                DecryptingKey::cbc(unbound(value)?)
+                    .and_then(|k| {
+                        k.decrypt(&mut data, DecryptionContext::Iv128(iv))
+                            .map(|_| ())
+                    })
+                    .map_err(|_| CardFault::Internal)?;
             }
         }
         Cipher::AesCtr {
@@ -489,6 +507,48 @@ mod tests {
             ),
             Ok(false)
         );
+    }
+
+    #[test]
+    fn cbc_blocks_chain_into_cbc_pad() {
+        // SP 800-38A F.2.1: the first block through AesCbcBlocks, then the
+        // rest through AesCbcPad with the first ciphertext block as IV,
+        // equals one AesCbcPad over everything.
+        let key = hex("2b7e151628aed2a6abf7158809cf4f3c");
+        let iv = hex("000102030405060708090a0b0c0d0e0f");
+        let plain = [7u8; 40];
+        let whole = crypt(&key, &Cipher::AesCbcPad { iv: iv.clone() }, true, &plain).unwrap();
+        let first = crypt(
+            &key,
+            &Cipher::AesCbcBlocks { iv: iv.clone() },
+            true,
+            &plain[..16],
+        );
+        let first = first.unwrap();
+        let rest = Cipher::AesCbcPad { iv: first.clone() };
+        let mut parts = first.clone();
+        parts.extend(crypt(&key, &rest, true, &plain[16..]).unwrap());
+        assert_eq!(parts, whole);
+        let back = crypt(&key, &Cipher::AesCbcBlocks { iv }, false, &whole[..32]).unwrap();
+        assert_eq!(back, plain[..32]);
+        assert_eq!(
+            crypt(
+                &key,
+                &Cipher::AesCbcBlocks { iv: vec![0; 16] },
+                true,
+                &[1; 15]
+            ),
+            Err(CardFault::BadInput)
+        );
+        let f21 = crypt(
+            &key,
+            &Cipher::AesCbcBlocks {
+                iv: hex("000102030405060708090a0b0c0d0e0f"),
+            },
+            true,
+            &hex("6bc1bee22e409f96e93d7e117393172a"),
+        );
+        assert_eq!(f21.unwrap(), hex("7649abac8119b246cee98e9b12e9197d"));
     }
 
     #[test]
