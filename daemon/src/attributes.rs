@@ -48,6 +48,32 @@ pub mod key_roles;
 #[path = "unwrap_templates.rs"]
 pub mod unwrap_templates;
 
+/// Template shorthands shared by the attribute modules' unit tests.
+#[cfg(test)]
+mod test_support {
+    use super::AttrMap;
+    use crate::error::HsmError;
+    use mesign_proto::attr;
+
+    /// A template map from (type, value) pairs, unchecked.
+    pub fn t(list: &[(u64, Vec<u8>)]) -> AttrMap {
+        list.iter().cloned().collect()
+    }
+
+    pub fn u(v: u64) -> Vec<u8> {
+        attr::ulong_value(v)
+    }
+
+    pub fn b(v: bool) -> Vec<u8> {
+        attr::bool_value(v)
+    }
+
+    /// The CK_RV of an expected error.
+    pub fn rv<T: std::fmt::Debug>(r: Result<T, HsmError>) -> u64 {
+        r.expect_err("expected an error").rv()
+    }
+}
+
 /// Attributes in wire form, by type.
 pub type AttrMap = BTreeMap<u64, Vec<u8>>;
 
@@ -827,18 +853,8 @@ mod tests {
         )
         .unwrap()
     }
+    use super::test_support::{b, rv, u};
     const CERT: &[u8] = include_bytes!("../../softhsm-tests/testdata/cert-p256.der");
-
-    fn u(v: u64) -> Vec<u8> {
-        attr::ulong_value(v)
-    }
-    fn b(v: bool) -> Vec<u8> {
-        attr::bool_value(v)
-    }
-
-    fn rv<T: std::fmt::Debug>(r: Result<T, HsmError>) -> u64 {
-        r.expect_err("expected an error").rv()
-    }
 
     #[test]
     fn wrong_value_forms_and_conflicting_duplicates_are_refused() {

@@ -284,21 +284,7 @@ fn finish(mut map: AttrMap, spec: KeySpec, local: bool) -> Result<SecretKeyPlan,
 mod tests {
     use super::*;
 
-    fn t(list: &[(u64, Vec<u8>)]) -> AttrMap {
-        list.iter().cloned().collect()
-    }
-
-    fn u(v: u64) -> Vec<u8> {
-        attr::ulong_value(v)
-    }
-
-    fn b(v: bool) -> Vec<u8> {
-        attr::bool_value(v)
-    }
-
-    fn rv<T: std::fmt::Debug>(r: Result<T, HsmError>) -> u64 {
-        r.expect_err("expected an error").rv()
-    }
+    use super::super::test_support::{b, rv, t, u};
 
     #[test]
     fn generation_checks_sizes_and_fills_computed_attributes() {

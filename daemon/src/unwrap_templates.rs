@@ -233,21 +233,7 @@ mod tests {
     use super::*;
     use mesign_proto::Attribute;
 
-    fn t(list: &[(u64, Vec<u8>)]) -> AttrMap {
-        list.iter().cloned().collect()
-    }
-
-    fn u(v: u64) -> Vec<u8> {
-        attr::ulong_value(v)
-    }
-
-    fn b(v: bool) -> Vec<u8> {
-        attr::bool_value(v)
-    }
-
-    fn rv<T: std::fmt::Debug>(r: Result<T, HsmError>) -> u64 {
-        r.expect_err("expected an error").rv()
-    }
+    use super::super::test_support::{b, rv, t, u};
 
     fn aes(extra: &[(u64, Vec<u8>)]) -> AttrMap {
         let mut map = t(&[(CKA_CLASS, u(CKO_SECRET_KEY)), (CKA_KEY_TYPE, u(CKK_AES))]);
