@@ -9,7 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use cryptoki_sys::*;
@@ -43,6 +43,7 @@ pub fn create(args: &Args) -> Result<(), CliError> {
         )));
     }
     let out_dir = PathBuf::from(args.value("out-dir")?.unwrap_or("."));
+    output_dir(&out_dir)?;
     let mut conn = Connection::open(&args.socket()?)?;
     let slot = conn.slot(args.slot()?)?;
     let so_pin = pin::read_pin(args, PinKind::So, "SO PIN: ", false)?;
@@ -258,6 +259,17 @@ fn read_share(path: &Path) -> Result<DomainShare, CliError> {
 }
 
 /// Writes a new file readable by its owner only; never overwrites.
+/// Creates `dir` (mode 0700 for what it creates) before anything is asked
+/// of the card, so that files the card's answer must go to have a place:
+/// a domain whose share files cannot be written is a domain lost.
+pub fn output_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| CliError::File(dir.into(), e))
+}
+
 pub fn write_new(path: &Path, contents: &[u8]) -> Result<(), CliError> {
     let mut file = OpenOptions::new()
         .write(true)

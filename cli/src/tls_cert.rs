@@ -30,7 +30,7 @@ use serde_json::json;
 
 use crate::args::Args;
 use crate::client::{Connection, Session};
-use crate::domain::{domain_of, write_new};
+use crate::domain::{domain_of, output_dir, write_new};
 use crate::error::CliError;
 use crate::pin::{self, PinKind};
 
@@ -76,6 +76,7 @@ pub fn issue(args: &Args) -> Result<(), CliError> {
         out_dir.join(format!("{name}.key")),
         out_dir.join("domain-ca.crt"),
     );
+    output_dir(&out_dir)?;
     for path in [&crt, &key_file] {
         if path.exists() {
             return Err(CliError::Exists {

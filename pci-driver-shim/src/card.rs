@@ -35,8 +35,10 @@ use crate::device::Device;
 use crate::error::CardError;
 use crate::region::{spin_budget, RegionError};
 
-/// Deadline for RSA key generation (4096-bit primes can take a while).
-pub const RSA_KEYGEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline for the slow commands: RSA key generation (4096-bit primes can
+/// take a while) and the domain commands, which run PBKDF2 with 600,000
+/// iterations once per custodian share.
+pub const SLOW_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline for every other command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Overrides [`DEFAULT_TIMEOUT`] (milliseconds), read when a card is opened:
@@ -333,7 +335,10 @@ impl Card {
             CardRequest::GenerateKeyPair { policy }
                 if matches!(policy.spec, KeySpec::Rsa { .. }) =>
             {
-                RSA_KEYGEN_TIMEOUT.max(self.default_timeout)
+                SLOW_COMMAND_TIMEOUT.max(self.default_timeout)
+            }
+            CardRequest::DomainCreate { .. } | CardRequest::DomainJoin { .. } => {
+                SLOW_COMMAND_TIMEOUT.max(self.default_timeout)
             }
             _ => self.default_timeout,
         }
