@@ -27,14 +27,23 @@ use std::path::{Path, PathBuf};
 
 use cryptoki_sys::*;
 use mesign_hsmd::fuzzing::{self, USER_PIN};
-use mesign_proto::attr::{bool_value, ulong_array_value, ulong_value};
-use mesign_proto::{Attribute, HashAlg, ReplyResult, RequestBody as R, SignScheme};
+use mesign_proto::attr::{attribute_array_value, bool_value, ulong_array_value, ulong_value};
+use mesign_proto::backup::BackupObject;
+use mesign_proto::{
+    Attribute, EcdhParams, HashAlg, ReplicaChange, ReplicaVersion, ReplyBody, ReplyResult,
+    RequestBody as R, SignScheme, WrapMechanism,
+};
 
 /// The session the first OpenSession of a seed gets.
 const S: u64 = 2;
-/// The handles of the first generated key pair: private, then public.
-const PRIVATE: u64 = 1;
+/// The login generation in a private object's handle for the seeds' user
+/// login (the set-up's SO login had the first): `mesign_hsmd::objects`.
+const USER_LOGIN: u64 = 2 << 41;
+/// The handles of the first generated token key pair: private, then public.
+const PRIVATE: u64 = USER_LOGIN | 1;
 const PUBLIC: u64 = 2;
+/// The first session object's id.
+const SESSION_OBJECT: u64 = 1 << 40;
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 const CERT: &[u8] = include_bytes!("../../softhsm-tests/testdata/cert-p256.der");
@@ -92,6 +101,288 @@ fn sign(mechanism: u64, scheme: SignScheme, len: usize) -> R {
         scheme,
         input: vec![0xab; len],
     }
+}
+
+fn secret(ty: u64, len: u64, extra: Vec<Attribute>) -> Vec<Attribute> {
+    [
+        vec![
+            a(CKA_CLASS, ulong_value(CKO_SECRET_KEY)),
+            a(CKA_KEY_TYPE, ulong_value(ty)),
+            a(CKA_VALUE_LEN, ulong_value(len)),
+        ],
+        extra,
+    ]
+    .concat()
+}
+
+fn derive(kdf: u64, shared: &[u8], point: Vec<u8>, template: Vec<Attribute>) -> R {
+    R::DeriveKey {
+        session: S,
+        mechanism: CKM_ECDH1_DERIVE,
+        base: PRIVATE,
+        params: EcdhParams {
+            kdf,
+            shared_data: shared.to_vec(),
+            public_data: point,
+        },
+        template,
+    }
+}
+
+/// The seeds of the requests added with ECDH, key wrapping, the domain CA
+/// and replication.
+fn new_request_seeds() -> Vec<Vec<R>> {
+    let mut seeds = Vec::new();
+    let point = [&[4u8][..], &[0x11; 64]].concat();
+
+    // ECDH: every KDF shape, a wrapped (DER) point, a bad KDF, a base key
+    // that may not derive, then the derived key's attributes.
+    let mut v = user();
+    v.extend([
+        ec_pair(P256_OID, vec![a(CKA_DERIVE, bool_value(true))]),
+        derive(
+            CKD_NULL,
+            b"",
+            point.clone(),
+            secret(CKK_AES, 16, vec![a(CKA_ENCRYPT, bool_value(true))]),
+        ),
+        derive(
+            CKD_SHA256_KDF,
+            b"shared info",
+            point.clone(),
+            secret(CKK_GENERIC_SECRET, 32, vec![a(CKA_SIGN, bool_value(true))]),
+        ),
+        derive(
+            CKD_SHA256_KDF,
+            b"",
+            [&[4u8, 65][..], &point].concat(),
+            secret(CKK_AES, 32, vec![a(CKA_TOKEN, bool_value(true))]),
+        ),
+        derive(
+            CKD_SHA1_KDF_ASN1,
+            b"",
+            point.clone(),
+            secret(CKK_AES, 16, vec![]),
+        ),
+        derive(
+            CKD_NULL,
+            b"",
+            point[..33].to_vec(),
+            secret(CKK_AES, 16, vec![]),
+        ),
+        R::GetAttributes {
+            session: S,
+            object: USER_LOGIN | SESSION_OBJECT,
+            types: vec![CKA_VALUE, CKA_LOCAL, CKA_KEY_TYPE, CKA_CHECK_VALUE],
+        },
+    ]);
+    seeds.push(v);
+
+    // Wrapping: an AES wrapping key with an unwrap template, a key to wrap,
+    // both AES mechanisms, unwrapping with a template that agrees and one
+    // that conflicts, and the refused role mixes.
+    let unwrap_template = attribute_array_value(&[
+        a(CKA_SENSITIVE, bool_value(true)),
+        a(CKA_EXTRACTABLE, bool_value(false)),
+    ]);
+    let wrap_template = attribute_array_value(&[a(CKA_KEY_TYPE, ulong_value(CKK_AES))]);
+    let mut v = user();
+    v.extend([
+        R::GenerateKey {
+            session: S,
+            mechanism: CKM_AES_KEY_GEN,
+            template: secret(
+                CKK_AES,
+                32,
+                vec![
+                    a(CKA_TOKEN, bool_value(true)),
+                    a(CKA_WRAP, bool_value(true)),
+                    a(CKA_UNWRAP, bool_value(true)),
+                    a(CKA_UNWRAP_TEMPLATE, unwrap_template),
+                    a(CKA_WRAP_TEMPLATE, wrap_template),
+                ],
+            ),
+        },
+        R::GenerateKey {
+            session: S,
+            mechanism: CKM_AES_KEY_GEN,
+            template: secret(
+                CKK_AES,
+                16,
+                vec![
+                    a(CKA_TOKEN, bool_value(true)),
+                    a(CKA_EXTRACTABLE, bool_value(true)),
+                    a(CKA_ENCRYPT, bool_value(true)),
+                ],
+            ),
+        },
+        R::WrapKey {
+            session: S,
+            mechanism: WrapMechanism::AesKeyWrap,
+            wrapping: PRIVATE,
+            key: PRIVATE + 1,
+        },
+        R::WrapKey {
+            session: S,
+            mechanism: WrapMechanism::AesKeyWrapPad,
+            wrapping: PRIVATE,
+            key: PRIVATE + 1,
+        },
+        R::UnwrapKey {
+            session: S,
+            mechanism: WrapMechanism::AesKeyWrap,
+            unwrapping: PRIVATE,
+            wrapped: vec![0xa6; 40],
+            // The scripted card unwraps 32-byte keys.
+            template: secret(
+                CKK_AES,
+                32,
+                vec![
+                    a(CKA_SENSITIVE, bool_value(true)),
+                    a(CKA_EXTRACTABLE, bool_value(false)),
+                    a(CKA_ENCRYPT, bool_value(true)),
+                ],
+            ),
+        },
+        R::UnwrapKey {
+            session: S,
+            mechanism: WrapMechanism::AesKeyWrapPad,
+            unwrapping: PRIVATE,
+            wrapped: vec![0xa6; 40],
+            template: secret(
+                CKK_AES,
+                16,
+                vec![
+                    a(CKA_EXTRACTABLE, bool_value(true)),
+                    a(CKA_WRAP, bool_value(true)),
+                    a(CKA_DECRYPT, bool_value(true)),
+                ],
+            ),
+        },
+        R::GetAttributes {
+            session: S,
+            object: PRIVATE,
+            types: vec![
+                CKA_UNWRAP_TEMPLATE,
+                CKA_WRAP_TEMPLATE,
+                CKA_WRAP_WITH_TRUSTED,
+            ],
+        },
+        R::SetAttributes {
+            session: S,
+            object: PRIVATE + 1,
+            template: vec![a(CKA_WRAP_WITH_TRUSTED, bool_value(true))],
+        },
+        R::WrapKey {
+            session: S,
+            mechanism: WrapMechanism::AesKeyWrap,
+            wrapping: PRIVATE,
+            key: PRIVATE + 1,
+        },
+    ]);
+    seeds.push(v);
+
+    // RSA-OAEP wrapping under a public key, and the role conflict of a
+    // public key that wraps beside a private key that decrypts.
+    let mut v = user();
+    v.extend([
+        R::GenerateKeyPair {
+            session: S,
+            mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
+            public_template: vec![
+                a(CKA_MODULUS_BITS, ulong_value(2048)),
+                a(CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+                a(CKA_WRAP, bool_value(true)),
+            ],
+            private_template: vec![a(CKA_UNWRAP, bool_value(true))],
+        },
+        R::GenerateKey {
+            session: S,
+            mechanism: CKM_GENERIC_SECRET_KEY_GEN,
+            template: secret(
+                CKK_GENERIC_SECRET,
+                32,
+                vec![a(CKA_EXTRACTABLE, bool_value(true))],
+            ),
+        },
+        R::WrapKey {
+            session: S,
+            mechanism: WrapMechanism::RsaOaep {
+                hash: HashAlg::Sha256,
+                mgf_hash: HashAlg::Sha256,
+                label: b"label".to_vec(),
+            },
+            wrapping: SESSION_OBJECT + 1,
+            key: USER_LOGIN | (SESSION_OBJECT + 2),
+        },
+        R::UnwrapKey {
+            session: S,
+            mechanism: WrapMechanism::RsaOaep {
+                hash: HashAlg::Sha1,
+                mgf_hash: HashAlg::Sha1,
+                label: vec![],
+            },
+            unwrapping: USER_LOGIN | SESSION_OBJECT,
+            wrapped: vec![0x5c; 256],
+            template: secret(CKK_GENERIC_SECRET, 32, vec![]),
+        },
+        R::GenerateKeyPair {
+            session: S,
+            mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
+            public_template: vec![
+                a(CKA_MODULUS_BITS, ulong_value(2048)),
+                a(CKA_WRAP, bool_value(true)),
+            ],
+            private_template: vec![a(CKA_DECRYPT, bool_value(true))],
+        },
+    ]);
+    seeds.push(v);
+
+    // The domain CA (public without a login, signing for the SO only) and
+    // the replication requests, which a socket client may not send.
+    let change = ReplicaChange {
+        version: ReplicaVersion {
+            unique_id: "0123456789abcdef".into(),
+            version: 2,
+            digest: vec![0; 32],
+            deleted: false,
+        },
+        object: Some(BackupObject {
+            attributes: vec![
+                a(CKA_CLASS, ulong_value(CKO_DATA)),
+                a(CKA_TOKEN, bool_value(true)),
+            ],
+            key: None,
+        }),
+        tag: vec![0; 32],
+    };
+    let mut v = hello();
+    v.extend([
+        R::DomainCaPublic { slot: 0 },
+        R::DomainCaPublic { slot: 7 },
+        R::ReplicaVersions { slot: 0 },
+        R::ReplicaApply {
+            slot: 0,
+            change: Box::new(change),
+        },
+        R::DomainCaSign {
+            session: S,
+            tbs: vec![0x30, 3, 2, 1, 1],
+        },
+        R::Login {
+            session: S,
+            user_type: CKU_SO,
+            pin: fuzzing::SO_PIN.to_vec(),
+        },
+        R::DomainCaSign {
+            session: S,
+            tbs: vec![0x30, 3, 2, 1, 1],
+        },
+        R::DomainShow { slot: 0 },
+        R::ReplicaVersions { slot: 0 },
+    ]);
+    seeds.push(v);
+    seeds
 }
 
 fn request_seeds() -> Vec<Vec<R>> {
@@ -302,6 +593,7 @@ fn request_seeds() -> Vec<Vec<R>> {
         },
         R::OpenSession { slot: 9, flags: 0 },
     ]);
+    seeds.extend(new_request_seeds());
     seeds
 }
 
@@ -325,7 +617,11 @@ fn main() {
             .map(|(reply, request)| {
                 let name = format!("{request:?}");
                 let name = name.split([' ', '{']).next().unwrap_or("").to_string();
-                match reply.result {
+                match &reply.result {
+                    ReplyResult::Ok(ReplyBody::Object(h)) => format!("{name}({h})"),
+                    ReplyResult::Ok(ReplyBody::KeyPair { public, private }) => {
+                        format!("{name}({public},{private})")
+                    }
                     ReplyResult::Ok(_) => name,
                     ReplyResult::Err(rv) => format!("{name}={rv:#x}"),
                 }

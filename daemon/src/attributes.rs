@@ -25,6 +25,10 @@
 //!   could otherwise be decrypted into the clear); the full rule on usages
 //!   no key may combine is [`key_roles`], checked at creation and on every
 //!   change.
+//! - CKA_TRUSTED (set by the SO only) is accepted on public keys and on
+//!   secret keys with CKA_LOCAL and CKA_NEVER_EXTRACTABLE true
+//!   ([`may_be_trusted`]); on any other key it is
+//!   CKR_ATTRIBUTE_VALUE_INVALID.
 //! - CKA_WRAP_WITH_TRUSTED only goes false → true; CKA_WRAP_TEMPLATE and
 //!   CKA_UNWRAP_TEMPLATE (nested templates, one level deep) are fixed once
 //!   the key exists.
@@ -539,9 +543,7 @@ pub fn key_pair_plan(
     let derive = flag(&private, CKA_DERIVE).unwrap_or(false);
     let sensitive = flag(&private, CKA_SENSITIVE).unwrap_or(true);
     let extractable = flag(&private, CKA_EXTRACTABLE).unwrap_or(false);
-    if decrypt && unwrap {
-        return Err(HsmError::TemplateInconsistent(CKA_UNWRAP));
-    }
+    // Covers decrypt with unwrap on the private key too.
     key_roles::check_pair(&public, &private)?;
 
     for (map, class) in [
@@ -710,6 +712,9 @@ fn check_change(
         CKA_EXTRACTABLE if new != Some(false) => Err(HsmError::AttributeReadOnly(ty)),
         CKA_COPYABLE if new != Some(false) => Err(HsmError::AttributeReadOnly(ty)),
         CKA_TRUSTED if !so => Err(HsmError::AttributeReadOnly(ty)),
+        CKA_TRUSTED if new == Some(true) && !may_be_trusted(current) => {
+            Err(HsmError::AttributeValueInvalid(ty))
+        }
         CKA_ALWAYS_AUTHENTICATE if new != Some(true) => Err(HsmError::AttributeReadOnly(ty)),
         // Once set, a key keeps needing a trusted wrapping key (PKCS#11
         // 3.0 §4.9); and the templates that bound what wrapping and
@@ -717,6 +722,22 @@ fn check_change(
         CKA_WRAP_WITH_TRUSTED if new != Some(true) => Err(HsmError::AttributeReadOnly(ty)),
         CKA_WRAP_TEMPLATE | CKA_UNWRAP_TEMPLATE => Err(HsmError::AttributeReadOnly(ty)),
         _ => Ok(()),
+    }
+}
+
+/// True if the SO may mark this key CKA_TRUSTED: a public key (its value
+/// is no secret), or a secret key generated on the card that was never
+/// extractable. A trusted key is what CKA_WRAP_WITH_TRUSTED keys may leave
+/// under, so a key whose value someone knows (imported, unwrapped,
+/// derived) or could learn (extractable) must not be one. Certificates'
+/// CKA_TRUSTED says something else and is not limited here.
+pub fn may_be_trusted(key: &AttrMap) -> bool {
+    match ulong(key, CKA_CLASS) {
+        Some(CKO_PUBLIC_KEY | CKO_CERTIFICATE) => true,
+        Some(CKO_SECRET_KEY) => {
+            flag(key, CKA_LOCAL) == Some(true) && flag(key, CKA_NEVER_EXTRACTABLE) == Some(true)
+        }
+        _ => false,
     }
 }
 
@@ -1233,6 +1254,63 @@ mod tests {
         frozen.insert(CKA_MODIFIABLE, b(false));
         let r = set_attributes(&frozen, &t(&[(CKA_LABEL, b"x".to_vec())]), true, false);
         assert_eq!(rv(r), CKR_ACTION_PROHIBITED);
+    }
+
+    #[test]
+    fn only_local_never_extractable_secret_keys_and_public_keys_may_be_trusted() {
+        let trust =
+            |key: &AttrMap, so| set_attributes(key, &t(&[(CKA_TRUSTED, b(true))]), true, so);
+        let generated = |extractable| {
+            secret_keys::generate_plan(
+                CKM_AES_KEY_GEN,
+                t(&[(CKA_VALUE_LEN, u(32)), (CKA_EXTRACTABLE, b(extractable))]),
+            )
+            .unwrap()
+            .attrs
+        };
+        let sealed = generated(false);
+        assert_eq!(rv(trust(&sealed, false)), CKR_ATTRIBUTE_READ_ONLY);
+        let trusted = trust(&sealed, true).unwrap();
+        assert_eq!(flag(&trusted, CKA_TRUSTED), Some(true));
+        assert_eq!(
+            rv(trust(&generated(true), true)),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "an extractable key"
+        );
+        // Made extractable once, tightened later: still not trusted.
+        let tightened = set_attributes(
+            &generated(true),
+            &t(&[(CKA_EXTRACTABLE, b(false))]),
+            true,
+            false,
+        )
+        .unwrap();
+        assert_eq!(rv(trust(&tightened, true)), CKR_ATTRIBUTE_VALUE_INVALID);
+        let (imported, _) = secret_keys::import_plan(t(&[
+            (CKA_CLASS, u(CKO_SECRET_KEY)),
+            (CKA_KEY_TYPE, u(CKK_AES)),
+            (CKA_VALUE, vec![1; 16]),
+        ]))
+        .unwrap();
+        assert_eq!(
+            rv(trust(&imported.attrs, true)),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "a key of known value"
+        );
+        let public = new_object(
+            t(&[
+                (CKA_CLASS, u(CKO_PUBLIC_KEY)),
+                (CKA_KEY_TYPE, u(CKK_RSA)),
+                (CKA_MODULUS, vec![0xc5; 256]),
+                (CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+                (CKA_WRAP, b(true)),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert!(set_attributes(&public, &t(&[(CKA_TRUSTED, b(true))]), false, true).is_ok());
+        assert!(may_be_trusted(&public) && may_be_trusted(&sealed));
+        assert!(!may_be_trusted(&imported.attrs));
     }
 
     #[test]

@@ -343,10 +343,44 @@ impl Hsm {
         self.slot(slot)?.export_object(object)
     }
 
-    /// Applies a peer's change of the object `unique_id`: `None` deletes
-    /// it; otherwise it is created (its key rewrapped by the card under
-    /// its master key) or its attributes replaced (the key this card holds
-    /// for it stays). Not replicated back.
+    /// The card's tag over one replication change (`digest`: what
+    /// `replication::change_digest` gives).
+    pub fn replica_tag(&self, slot: u64, digest: Vec<u8>) -> Result<Vec<u8>, HsmError> {
+        let request = CardRequest::ReplicaTag {
+            digest,
+            expected: None,
+        };
+        match self.slot(slot)?.card.call(&request)? {
+            CardResponse::Bytes(tag) => Ok(tag),
+            _ => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+        }
+    }
+
+    /// Whether a peer's change carries the tag of a card of this card's
+    /// domain.
+    pub fn replica_tag_verifies(
+        &self,
+        slot: u64,
+        digest: Vec<u8>,
+        tag: Vec<u8>,
+    ) -> Result<bool, HsmError> {
+        let request = CardRequest::ReplicaTag {
+            digest,
+            expected: Some(tag),
+        };
+        match self.slot(slot)?.card.call(&request)? {
+            CardResponse::Verified(verified) => Ok(verified),
+            _ => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
+        }
+    }
+
+    /// Applies a peer's change (its card tag already verified) of the
+    /// object `unique_id`: `None` deletes it; otherwise it is created or
+    /// replaced, a key always rewrapped by this card from the domain blob,
+    /// which binds the new attributes (the old blob never stays under new
+    /// attributes). A change of an object this box holds must pass the
+    /// rules of a local C_SetAttributeValue by the user
+    /// ([`check_replica_change`]). Not replicated back.
     pub fn replica_apply(
         &self,
         slot: u64,
@@ -371,17 +405,26 @@ impl Hsm {
         {
             return Err(HsmError::DataInvalid);
         }
-        let (id, card_key) = match existing {
-            Some((id, old)) if old.card_key.is_some() => (id, old.card_key),
-            found => {
-                let id = found
-                    .map(|(id, _)| id)
-                    .unwrap_or_else(|| self.allocate(slot, true));
-                let key = match object.key {
-                    None => None,
-                    Some(key) => Some(Arc::new(restore_key(slot, key, &object.attributes, id)?)),
-                };
-                (id, key)
+        let id = match &existing {
+            Some((id, old)) => {
+                if old.card_key.is_some() != object.key.is_some() {
+                    return Err(HsmError::DataInvalid);
+                }
+                check_replica_change(&old.attrs, &attrs, old.card_key.is_some())?;
+                *id
+            }
+            None => self.allocate(slot, true),
+        };
+        let card_key = match object.key {
+            None => None,
+            Some(key) => {
+                let restored = restore_key(slot, key, &object.attributes, id)?;
+                // The policy is the key's for life, on every box.
+                let old_policy = existing.as_ref().and_then(|(_, o)| o.card_key.as_ref());
+                if old_policy.is_some_and(|old| old.policy != restored.policy) {
+                    return Err(HsmError::DataInvalid);
+                }
+                Some(Arc::new(restored))
             }
         };
         slot.commit(TokenChange {
@@ -542,6 +585,31 @@ pub fn unique_id(attrs: &attributes::AttrMap) -> Option<String> {
         .and_then(|v| String::from_utf8(v.clone()).ok())
 }
 
+/// A peer's new attributes `next` for an object this box holds as
+/// `current` pass only as a local C_SetAttributeValue by the user would
+/// (the SO's CKA_TRUSTED marks are each box's own): nothing fixed (class,
+/// key type, CKA_PRIVATE, CKA_UNIQUE_ID, ...) changes, sensitivity,
+/// extractability and CKA_WRAP_WITH_TRUSTED only tighten, the wrap and
+/// unwrap templates stay, and no attribute disappears.
+fn check_replica_change(
+    current: &attributes::AttrMap,
+    next: &attributes::AttrMap,
+    card_key: bool,
+) -> Result<(), HsmError> {
+    if let Some(&gone) = current.keys().find(|ty| !next.contains_key(ty)) {
+        return Err(HsmError::AttributeReadOnly(gone));
+    }
+    let changes: attributes::AttrMap = next
+        .iter()
+        .filter(|&(ty, value)| current.get(ty) != Some(value))
+        .map(|(&ty, value)| (ty, value.clone()))
+        .collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    attributes::set_attributes(current, &changes, card_key, false).map(|_| ())
+}
+
 /// The card rewraps one backed-up key under its master key for object `id`.
 fn restore_key(
     slot: &Slot,
@@ -644,6 +712,148 @@ mod tests {
 
     fn attrs(list: &[(u64, Vec<u8>)]) -> attributes::AttrMap {
         list.iter().cloned().collect()
+    }
+
+    use mesign_proto::attr::{bool_value as b, ulong_value as u};
+    use pci_driver_shim::command::{Curve, KeySpec};
+
+    /// A token EC private key as a box holds it.
+    fn key_attrs() -> attributes::AttrMap {
+        attrs(&[
+            (CKA_CLASS, u(CKO_PRIVATE_KEY)),
+            (CKA_KEY_TYPE, u(CKK_EC)),
+            (CKA_TOKEN, b(true)),
+            (CKA_PRIVATE, b(true)),
+            (CKA_MODIFIABLE, b(true)),
+            (CKA_SENSITIVE, b(true)),
+            (CKA_EXTRACTABLE, b(false)),
+            (CKA_WRAP_WITH_TRUSTED, b(true)),
+            (CKA_ALWAYS_AUTHENTICATE, b(false)),
+            (CKA_SIGN, b(true)),
+            (CKA_LABEL, b"k".to_vec()),
+            (CKA_UNIQUE_ID, b"0011".to_vec()),
+        ])
+    }
+
+    #[test]
+    fn a_peer_may_not_loosen_an_object_this_box_holds() {
+        let key = key_attrs();
+        let with = |ty, value: Vec<u8>| {
+            let mut next = key.clone();
+            next.insert(ty, value);
+            next
+        };
+        // A rename, or a tightening, passes; so does no change at all.
+        check_replica_change(&key, &key, true).unwrap();
+        check_replica_change(&key, &with(CKA_LABEL, b"renamed".to_vec()), true).unwrap();
+        check_replica_change(&key, &with(CKA_ALWAYS_AUTHENTICATE, b(true)), true).unwrap();
+        for (ty, value) in [
+            (CKA_PRIVATE, b(false)),
+            (CKA_SENSITIVE, b(false)),
+            (CKA_EXTRACTABLE, b(true)),
+            (CKA_WRAP_WITH_TRUSTED, b(false)),
+            (CKA_TRUSTED, b(true)),
+            (CKA_CLASS, u(CKO_PUBLIC_KEY)),
+            (CKA_KEY_TYPE, u(CKK_RSA)),
+            (CKA_UNIQUE_ID, b"0022".to_vec()),
+            (CKA_SIGN, b(false)),
+            (CKA_UNWRAP_TEMPLATE, Vec::new()),
+        ] {
+            let refused = check_replica_change(&key, &with(ty, value), true);
+            assert!(refused.is_err(), "attribute {ty:#x} changed");
+        }
+        // Dropping CKA_ALWAYS_AUTHENTICATE (or anything) is no way round.
+        let mut dropped = key.clone();
+        dropped.remove(&CKA_ALWAYS_AUTHENTICATE);
+        assert!(check_replica_change(&key, &dropped, true).is_err());
+        // A non-modifiable object does not change at all.
+        let fixed = with(CKA_MODIFIABLE, b(false));
+        let mut renamed = fixed.clone();
+        renamed.insert(CKA_LABEL, b"x".to_vec());
+        assert!(check_replica_change(&fixed, &renamed, true).is_err());
+    }
+
+    /// What `Replicator::apply` hands on once a change's card tag
+    /// verified: the attribute rules still hold, and a key's change must
+    /// bring its domain blob for this card to rewrap.
+    #[test]
+    fn a_tagged_change_still_cannot_loosen_a_key_or_keep_its_old_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let card = Arc::new(crate::card::fake::FakeCard::default());
+        let slot = Slot::open(card.clone(), &dir.path().join("slot-0/token.redb")).unwrap();
+        let hsm = Hsm::new(super::super::PinPolicy::default(), vec![slot]);
+        let key = key_attrs();
+        let policy = KeyPolicy {
+            object_id: 5,
+            spec: KeySpec::Ec(Curve::P256),
+            sign: true,
+            decrypt: false,
+            unwrap: false,
+            derive: false,
+            sensitive: true,
+            extractable: false,
+            secret: None,
+        };
+        let held = Object {
+            attrs: key.clone(),
+            card_key: Some(Arc::new(CardKey {
+                blob: vec![1, 2, 3],
+                policy: policy.clone(),
+            })),
+            owner: None,
+        };
+        let put = TokenChange {
+            put: vec![(5, held)],
+            ..TokenChange::default()
+        };
+        hsm.slot(0).unwrap().commit(put).unwrap();
+        let travelling = |ty, value: Vec<u8>, with_key: bool| {
+            let mut next = key.clone();
+            next.insert(ty, value);
+            Some(BackupObject {
+                attributes: attributes::to_list(&next),
+                key: with_key.then(|| BackupKey {
+                    blob: vec![9; 40],
+                    policy: policy.to_aad(),
+                }),
+            })
+        };
+        for (ty, value) in [
+            (CKA_PRIVATE, b(false)),
+            (CKA_SENSITIVE, b(false)),
+            (CKA_EXTRACTABLE, b(true)),
+            (CKA_TRUSTED, b(true)),
+        ] {
+            let refused = hsm.replica_apply(0, "0011", travelling(ty, value, true));
+            assert!(
+                matches!(
+                    refused,
+                    Err(HsmError::AttributeReadOnly(_) | HsmError::AttributeTypeInvalid(_))
+                ),
+                "attribute {ty:#x}: {refused:?}"
+            );
+        }
+        assert!(
+            card.requests.lock().unwrap().is_empty(),
+            "refused before the card is asked"
+        );
+        // A rename without the key would keep the old blob under the new
+        // attributes: refused.
+        let renamed = hsm.replica_apply(0, "0011", travelling(CKA_LABEL, b"new".to_vec(), false));
+        assert!(matches!(renamed, Err(HsmError::DataInvalid)), "{renamed:?}");
+        // With the key, the card rewraps it against the new attributes
+        // (this fake card is in no domain, so it refuses).
+        let renamed = hsm.replica_apply(0, "0011", travelling(CKA_LABEL, b"new".to_vec(), true));
+        assert!(renamed.is_err());
+        assert!(card
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| matches!(r, CardRequest::ImportKey { object_id: 5, .. })));
+        let now = hsm.replica_object(0, "0011").unwrap().unwrap();
+        assert_eq!(now.attrs, key, "nothing changed");
+        assert_eq!(now.card_key.unwrap().blob, [1, 2, 3]);
     }
 
     #[test]

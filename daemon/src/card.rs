@@ -90,6 +90,7 @@ pub mod fake {
                 CardRequest::Sign { input, .. } => CardResponse::Bytes(input.clone()),
                 CardRequest::Random { len } => CardResponse::Bytes(vec![0x5a; *len as usize]),
                 CardRequest::Decrypt { input, .. } => CardResponse::Bytes(input[..8].to_vec()),
+                CardRequest::OaepEncrypt { input, .. } => CardResponse::Bytes(input.clone()),
                 CardRequest::GenerateSecret { policy }
                 | CardRequest::ImportSecret { policy, .. }
                 | CardRequest::DeriveEcdh {
@@ -106,6 +107,7 @@ pub mod fake {
                 | CardRequest::ExportKey { .. }
                 | CardRequest::ImportKey { .. }
                 | CardRequest::BackupTag { .. }
+                | CardRequest::ReplicaTag { .. }
                 | CardRequest::DomainCaPublic
                 | CardRequest::DomainCaSign { .. } => {
                     return Err(CardFailure::Fault(

@@ -62,6 +62,18 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// PEM: the domain CA, the only trust anchor.
     pub ca: PathBuf,
+    /// How many TLS connections may be in their handshake at once (default
+    /// [`DEFAULT_HANDSHAKE_LIMIT`]); they take a `max_connections` place
+    /// only once their certificate is verified.
+    #[serde(default = "default_handshake_limit")]
+    pub handshake_limit: usize,
+}
+
+/// The default `[tls] handshake_limit`.
+pub const DEFAULT_HANDSHAKE_LIMIT: usize = 64;
+
+fn default_handshake_limit() -> usize {
+    DEFAULT_HANDSHAKE_LIMIT
 }
 
 /// `[replication]`.
@@ -358,6 +370,12 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
             reason: "must be at least 1",
         });
     }
+    if file.tls.as_ref().is_some_and(|t| t.handshake_limit == 0) {
+        return Err(ConfigError::Invalid {
+            setting: "handshake_limit",
+            reason: "must be at least 1",
+        });
+    }
     if file.replication.is_some() && file.tls.is_none() {
         return Err(ConfigError::Invalid {
             setting: "replication",
@@ -410,7 +428,12 @@ mod tests {
             "{tls}[replication]\npeers = [\"b:7443\"]\nmode = \"both\"\n"
         ))
         .unwrap();
-        assert_eq!(both.tls.unwrap().listen.as_deref(), Some("127.0.0.1:7443"));
+        let both_tls = both.tls.unwrap();
+        assert_eq!(both_tls.listen.as_deref(), Some("127.0.0.1:7443"));
+        assert_eq!(both_tls.handshake_limit, DEFAULT_HANDSHAKE_LIMIT);
+        let limited = parse(&format!("{tls}handshake_limit = 4\n")).unwrap();
+        assert_eq!(limited.tls.unwrap().handshake_limit, 4);
+        assert!(parse(&format!("{tls}handshake_limit = 0\n")).is_err());
         let replication = both.replication.unwrap();
         assert_eq!(replication.mode, ReplicationMode::Both);
         assert_eq!(replication.peers, ["b:7443"]);

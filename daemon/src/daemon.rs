@@ -6,9 +6,11 @@
 //! socket file and stops the card emulators it spawned.
 //!
 //! With `[tls] listen`, a second thread accepts TCP connections and serves
-//! each on its own thread over mutual TLS (`crate::tls`), sharing the
-//! connection limit with the Unix socket; with `[replication]`, the
-//! replicator starts before either accepts.
+//! each on its own thread over mutual TLS (`crate::tls`): at most `[tls]
+//! handshake_limit` in their handshake at once, and one shares the
+//! connection limit with the Unix socket only once its certificate is
+//! verified; with `[replication]`, the replicator starts before either
+//! accepts.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -60,6 +62,17 @@ impl std::error::Error for RunError {}
 /// the connection thread panics or could not be started).
 struct ConnectionSlot(Arc<AtomicUsize>);
 
+impl ConnectionSlot {
+    /// A place in `count` if fewer than `max` are taken.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
+        if count.fetch_add(1, Ordering::SeqCst) >= max {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(ConnectionSlot(count.clone()))
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
@@ -83,34 +96,56 @@ pub fn block_shutdown_signals() -> Result<(), RunError> {
 
 /// Accepts TLS connections until the process ends (the thread is not
 /// joined: it holds no state that needs an orderly end).
-fn accept_tls(
-    listener: std::net::TcpListener,
+struct TlsAccept {
     hsm: Arc<Hsm>,
     server: Arc<rustls::ServerConfig>,
     replicator: Option<Arc<Replicator>>,
     connections: Arc<AtomicUsize>,
     limits: crate::config::Limits,
-) {
+    handshake_limit: usize,
+}
+
+fn accept_tls(listener: std::net::TcpListener, accept: TlsAccept) {
+    let TlsAccept {
+        hsm,
+        server,
+        replicator,
+        connections,
+        limits,
+        handshake_limit,
+    } = accept;
+    let handshaking = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else {
             continue;
         };
-        if connections.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
-            connections.fetch_sub(1, Ordering::SeqCst);
+        let Some(handshake) = ConnectionSlot::take(&handshaking, handshake_limit) else {
             tracing::warn!(
-                max = limits.max_connections,
-                "connection limit reached; closing a new TLS connection"
+                max = handshake_limit,
+                "handshake limit reached; closing a new TLS connection"
             );
             continue;
-        }
-        let slot = ConnectionSlot(connections.clone());
+        };
         let (hsm, server, replicator) = (hsm.clone(), server.clone(), replicator.clone());
+        let connections = connections.clone();
         let spawned = std::thread::Builder::new()
             .name("tls-connection".into())
             .spawn(move || {
-                let _slot = slot;
+                let verified =
+                    crate::tls::handshake(stream, server, crate::tls::HANDSHAKE_DEADLINE);
+                drop(handshake);
+                let Some(verified) = verified else {
+                    return;
+                };
+                let Some(_slot) = ConnectionSlot::take(&connections, limits.max_connections) else {
+                    tracing::warn!(
+                        max = limits.max_connections,
+                        "connection limit reached; closing a verified TLS connection"
+                    );
+                    return;
+                };
                 let replica = replicator.as_deref().map(|r| r as &dyn ReplicaService);
-                crate::tls::serve_connection(hsm, stream, server, replica, limits)
+                crate::tls::serve_verified(hsm, verified, replica, limits)
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a connection thread");
@@ -158,14 +193,23 @@ pub fn run(config: Config) -> Result<(), RunError> {
         ),
         _ => None,
     };
-    if let (Some(tls), Some(address)) = (&tls, config.tls.as_ref().and_then(|t| t.listen.clone())) {
-        let listener = std::net::TcpListener::bind(&address).map_err(RunError::TlsBind)?;
-        tracing::info!(%address, "TLS listener ready");
-        let (hsm, connections, server) = (hsm.clone(), connections.clone(), tls.server.clone());
-        std::thread::Builder::new()
-            .name("tls-accept".into())
-            .spawn(move || accept_tls(listener, hsm, server, replicator, connections, limits))
-            .expect("spawning a thread");
+    if let (Some(tls), Some(settings)) = (&tls, &config.tls) {
+        if let Some(address) = &settings.listen {
+            let listener = std::net::TcpListener::bind(address).map_err(RunError::TlsBind)?;
+            tracing::info!(%address, "TLS listener ready");
+            let accept = TlsAccept {
+                hsm: hsm.clone(),
+                server: tls.server.clone(),
+                replicator,
+                connections: connections.clone(),
+                limits,
+                handshake_limit: settings.handshake_limit,
+            };
+            std::thread::Builder::new()
+                .name("tls-accept".into())
+                .spawn(move || accept_tls(listener, accept))
+                .expect("spawning a thread");
+        }
     }
     let stopping = Arc::new(AtomicBool::new(false));
     let signals = {
@@ -200,15 +244,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
         };
         // Counted here, before the thread exists, so that a burst of
         // connections cannot overshoot the limit.
-        if connections.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
-            connections.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = ConnectionSlot::take(&connections, limits.max_connections) else {
             tracing::warn!(
                 max = limits.max_connections,
                 "connection limit reached; closing a new connection"
             );
             continue;
-        }
-        let slot = ConnectionSlot(connections.clone());
+        };
         let (hsm, allowed) = (hsm.clone(), allowed.clone());
         let spawned = std::thread::Builder::new()
             .name("connection".into())

@@ -12,8 +12,11 @@ use mesign_proto::{
     decode_frame_body, read_frame, Reply, ReplyResult, Request, RequestBody, PROTOCOL_VERSION,
 };
 
+use pci_driver_shim::command::{CardInfo, CardRequest, CardResponse};
+
 use crate::attributes::AttrMap;
 use crate::card::fake::FakeCard;
+use crate::card::{CardFailure, CardPort};
 use crate::certificate;
 use crate::hsm::{Hsm, PinPolicy, Slot};
 use crate::server;
@@ -26,11 +29,45 @@ pub const USER_PIN: &[u8] = b"123456";
 /// The process id the fuzzed connection is served as.
 pub const CLIENT_PID: i32 = 4242;
 
+/// The scripted card of the fuzzed daemon: the unit tests' [`FakeCard`],
+/// except that it holds a domain TLS CA, so that the domain CA requests
+/// get past the card and their audit path runs too.
+#[derive(Default)]
+pub struct FuzzCard(FakeCard);
+
+/// The CA public key [`FuzzCard`] reports: an uncompressed P-256 point.
+pub const CA_POINT: [u8; 65] = {
+    let mut point = [0x3c; 65];
+    point[0] = 4;
+    point
+};
+
+impl CardPort for FuzzCard {
+    fn call(&self, request: &CardRequest) -> Result<CardResponse, CardFailure> {
+        match request {
+            CardRequest::DomainCaPublic => Ok(CardResponse::Bytes(CA_POINT.to_vec())),
+            // A DER ECDSA signature's shape; nothing verifies it here.
+            CardRequest::DomainCaSign { .. } => {
+                Ok(CardResponse::Bytes(vec![0x30, 6, 2, 1, 1, 2, 1, 1]))
+            }
+            other => self.0.call(other),
+        }
+    }
+
+    fn info(&self) -> CardInfo {
+        self.0.info()
+    }
+
+    fn backend(&self) -> String {
+        self.0.backend()
+    }
+}
+
 /// A fresh daemon over a scripted in-memory card and an in-memory store,
 /// its token initialized with [`SO_PIN`] and [`USER_PIN`] and no session
 /// open. The first session a client opens gets handle 2.
 pub fn daemon() -> Hsm {
-    let slot = Slot::in_memory(Arc::new(FakeCard::default())).expect("in-memory slot");
+    let slot = Slot::in_memory(Arc::new(FuzzCard::default())).expect("in-memory slot");
     let pins = PinPolicy {
         // Hashing cost is not what is being fuzzed.
         iterations: 1,
@@ -72,17 +109,48 @@ pub fn daemon() -> Hsm {
 /// one client connection sends (length-prefixed CBOR frames), served by a
 /// fresh [`daemon`] in whatever session state the frames lead to.
 ///
-/// Invariants: every reply is a well-formed frame answering a request; no
-/// handler panics (the server would turn that into CKR_GENERAL_ERROR); when
-/// the connection closes, none of its session objects is left.
+/// Invariants: every reply is a well-formed frame answering a request, in
+/// order; no handler panics (the server would turn that into
+/// CKR_GENERAL_ERROR); the replication requests are refused (a Unix-socket
+/// client, like this in-memory one, has no box certificate); when the
+/// connection closes, none of its session objects is left.
 pub fn requests(data: &[u8]) {
-    for reply in replies(data) {
+    let replies = replies(data);
+    for reply in &replies {
         assert_ne!(
             reply.result,
             ReplyResult::Err(CKR_GENERAL_ERROR),
             "a request handler panicked"
         );
     }
+    for (request, reply) in decoded_requests(data).iter().zip(&replies) {
+        assert_eq!(reply.id, request.id, "a reply out of order");
+        if matches!(
+            request.body,
+            RequestBody::ReplicaVersions { .. } | RequestBody::ReplicaApply { .. }
+        ) {
+            assert!(
+                matches!(reply.result, ReplyResult::Err(_)),
+                "a replication request served without a box certificate"
+            );
+        }
+    }
+}
+
+/// The requests the daemon reads from `data`, up to the first frame it
+/// cannot take (that one is answered with id 0 or its own and ends the
+/// connection, so it is left out).
+fn decoded_requests(data: &[u8]) -> Vec<Request> {
+    let mut rest = data;
+    let mut body = Vec::new();
+    let mut requests = Vec::new();
+    while read_frame(&mut rest, &mut body).is_ok() {
+        match decode_frame_body::<Request>(&body) {
+            Ok(request) if request.version == PROTOCOL_VERSION => requests.push(request),
+            _ => break,
+        }
+    }
+    requests
 }
 
 /// [`requests`] without the panic check: the replies, in order (seed
@@ -151,4 +219,34 @@ pub fn certificate(data: &[u8]) {
     assert_eq!(map[&CKA_START_DATE], fields.start_date);
     assert_eq!(map[&CKA_END_DATE], fields.end_date);
     assert_eq!(map[&CKA_CHECK_VALUE], fields.check_value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesign_proto::ReplyBody;
+
+    #[test]
+    fn replication_is_refused_and_the_domain_ca_answers() {
+        let bodies = [
+            RequestBody::Hello { app: 1 },
+            RequestBody::ReplicaVersions { slot: 0 },
+            RequestBody::DomainCaPublic { slot: 0 },
+        ];
+        let data = frames(&bodies);
+        requests(&data);
+        let replies = replies(&data);
+        assert_eq!(
+            replies.iter().map(|r| r.id).collect::<Vec<_>>(),
+            decoded_requests(&data)
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(replies[1].result, ReplyResult::Err(CKR_FUNCTION_REJECTED));
+        assert_eq!(
+            replies[2].result,
+            ReplyResult::Ok(ReplyBody::Bytes(CA_POINT.to_vec()))
+        );
+    }
 }

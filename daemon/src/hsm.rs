@@ -555,6 +555,14 @@ impl Hsm {
             } => self
                 .decrypt(app, session, key, mechanism, &scheme, &input)
                 .map(ReplyBody::Bytes),
+            RequestBody::OaepEncrypt {
+                session,
+                key,
+                scheme,
+                input,
+            } => self
+                .oaep_encrypt(app, session, key, &scheme, &input)
+                .map(ReplyBody::Bytes),
             RequestBody::GenerateRandom { session, len } => self
                 .generate_random(app, session, len)
                 .map(ReplyBody::Bytes),

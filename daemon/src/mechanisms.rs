@@ -214,9 +214,9 @@ fn eddsa_scheme(
 }
 
 /// Checks that `scheme` fits decrypting with `mechanism` and a key of
-/// `spec`, that the ciphertext is one block, and that the card can do the
-/// OAEP variant (MGF1 over the label hash, SHA-1 or SHA-256/384/512: what
-/// aws-lc-rs offers); returns the card's scheme.
+/// `spec` and that the ciphertext is one block; returns the card's scheme.
+/// OAEP takes any of SHA-1/224/256/384/512 for the label hash and for
+/// MGF1, in any combination.
 pub fn decrypt_scheme(
     mechanism: u64,
     scheme: &DecryptScheme,
@@ -238,16 +238,11 @@ pub fn decrypt_scheme(
                 mgf_hash,
                 label,
             },
-        ) => {
-            if hash != mgf_hash || matches!(hash, HashAlg::Sha224) {
-                return Err(HsmError::MechanismParamInvalid);
-            }
-            card::DecryptScheme::RsaOaep {
-                hash: card_hash(*hash),
-                mgf_hash: card_hash(*mgf_hash),
-                label: label.clone(),
-            }
-        }
+        ) => card::DecryptScheme::RsaOaep {
+            hash: card_hash(*hash),
+            mgf_hash: card_hash(*mgf_hash),
+            label: label.clone(),
+        },
         // The module sent a scheme that does not belong to the mechanism.
         _ => return Err(HsmError::ArgumentsBad),
     };
@@ -255,6 +250,21 @@ pub fn decrypt_scheme(
         return Err(HsmError::EncryptedDataLenRange(input_len));
     }
     Ok(card_scheme)
+}
+
+/// The card's OAEP parameters (label hash, MGF1 hash, label) for an
+/// encryption the card does (`RequestBody::OaepEncrypt`).
+pub fn oaep_encrypt_params(
+    scheme: &DecryptScheme,
+) -> Result<(card::Hash, card::Hash, Vec<u8>), HsmError> {
+    match scheme {
+        DecryptScheme::RsaOaep {
+            hash,
+            mgf_hash,
+            label,
+        } => Ok((card_hash(*hash), card_hash(*mgf_hash), label.clone())),
+        DecryptScheme::RsaPkcs1 => Err(HsmError::ArgumentsBad),
+    }
 }
 
 fn card_hash(hash: HashAlg) -> card::Hash {
@@ -434,20 +444,21 @@ mod tests {
             }
         );
         let code = |r: Result<card::DecryptScheme, HsmError>| r.unwrap_err().rv();
-        for (hash, mgf) in [
-            (HashAlg::Sha224, HashAlg::Sha224),
-            (HashAlg::Sha256, HashAlg::Sha1),
-        ] {
-            assert_eq!(
-                code(decrypt_scheme(
-                    CKM_RSA_PKCS_OAEP,
-                    &oaep(hash, mgf),
-                    RSA,
-                    256
-                )),
-                CKR_MECHANISM_PARAM_INVALID
-            );
-        }
+        // SHA-224 and differing MGF1 hashes are the card's too.
+        assert_eq!(
+            decrypt_scheme(
+                CKM_RSA_PKCS_OAEP,
+                &oaep(HashAlg::Sha224, HashAlg::Sha1),
+                RSA,
+                256
+            )
+            .unwrap(),
+            card::DecryptScheme::RsaOaep {
+                hash: card::Hash::Sha224,
+                mgf_hash: card::Hash::Sha1,
+                label: b"l".to_vec()
+            }
+        );
         assert_eq!(
             code(decrypt_scheme(CKM_RSA_PKCS, &pkcs1, RSA, 255)),
             CKR_ENCRYPTED_DATA_LEN_RANGE

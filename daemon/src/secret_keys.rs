@@ -11,7 +11,8 @@
 //! - Conflicting roles (wrap with decrypt, unwrap with encrypt or
 //!   decrypt; Clulow 2003) are CKR_TEMPLATE_INCONSISTENT, for every way a
 //!   secret key comes to exist: see [`super::key_roles`]. A key asked to
-//!   wrap or unwrap therefore neither encrypts nor decrypts by default.
+//!   wrap or unwrap therefore neither encrypts, decrypts, signs nor
+//!   verifies by default (it may still be asked to sign or verify).
 //!   Clients whose default templates ask for every usage (python-pkcs11's
 //!   AES keys) must say which role they want.
 //! - CKA_SENSITIVE defaults to true, CKA_EXTRACTABLE to false.
@@ -247,8 +248,9 @@ fn finish(mut map: AttrMap, spec: KeySpec, local: bool) -> Result<SecretKeyPlan,
     let wrapping = flag(&map, CKA_WRAP) == Some(true) || flag(&map, CKA_UNWRAP) == Some(true);
     default_bool(&mut map, CKA_ENCRYPT, aes && !wrapping);
     default_bool(&mut map, CKA_DECRYPT, aes && !wrapping);
-    default_bool(&mut map, CKA_SIGN, true);
-    default_bool(&mut map, CKA_VERIFY, true);
+    // Nor a MAC key: a key-encryption key does one job.
+    default_bool(&mut map, CKA_SIGN, !wrapping);
+    default_bool(&mut map, CKA_VERIFY, !wrapping);
     for ty in [
         CKA_WRAP,
         CKA_UNWRAP,
@@ -343,10 +345,21 @@ mod tests {
             (CKA_VERIFY, b(false)),
         ]);
         let policy = generate_plan(CKM_AES_KEY_GEN, template).unwrap().policy(1);
-        // A wrapping key is no data key by default (`key_roles`).
-        assert!(policy.unwrap && !policy.decrypt && policy.sign);
+        // A wrapping key is no data key and no MAC key by default
+        // (`key_roles`).
+        assert!(policy.unwrap && !policy.decrypt && !policy.sign);
         let usage = policy.secret.unwrap();
         assert!(usage.wrap && !usage.encrypt && !usage.verify);
+        let wrap_only = t(&[(CKA_VALUE_LEN, u(16)), (CKA_WRAP, b(true))]);
+        let policy = generate_plan(CKM_AES_KEY_GEN, wrap_only).unwrap().policy(3);
+        assert!(!policy.sign && policy.secret.is_some_and(|u| u.wrap && !u.verify));
+        let asked = t(&[
+            (CKA_VALUE_LEN, u(16)),
+            (CKA_UNWRAP, b(true)),
+            (CKA_SIGN, b(true)),
+        ]);
+        let policy = generate_plan(CKM_AES_KEY_GEN, asked).unwrap().policy(4);
+        assert!(policy.sign && policy.unwrap, "asked for, it signs");
         let data = t(&[
             (CKA_VALUE_LEN, u(16)),
             (CKA_DERIVE, b(true)),

@@ -14,12 +14,19 @@
 //! and clientAuth) for a daemon, and a **client** certificate (clientAuth
 //! only, `--client`) for a signing server. Only a box may send replication
 //! requests.
+//!
+//! The handshake ([`handshake`]) runs before the connection counts
+//! against `max_connections`, under a limit of its own (`[tls]
+//! handshake_limit`) and a deadline for the whole of it
+//! ([`HANDSHAKE_DEADLINE`]), so that connections that never finish one
+//! cannot keep local clients out.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use rustls::pki_types::pem::PemObject;
@@ -225,46 +232,103 @@ impl Write for Shared {
     }
 }
 
-/// Serves one accepted TCP connection: the handshake (which refuses any
-/// peer without a certificate under the domain CA), then frames as on the
-/// Unix socket. Replication requests are served only for box
-/// certificates, and only when this daemon replicates (`replica`).
-pub fn serve_connection(
-    hsm: Arc<Hsm>,
+/// The longest a TLS handshake may take in all, however the peer spaces
+/// its bytes: an unverified connection holds one of the few handshake
+/// places ([`crate::config::TlsConfig::handshake_limit`]) only this long.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A connection whose handshake finished with a certificate under the
+/// domain CA.
+pub struct Verified {
+    stream: StreamOwned<ServerConnection, TcpStream>,
+    cert: Vec<u8>,
+    remote: String,
+}
+
+/// The handshake of one accepted TCP connection, within `deadline` in
+/// all: `None` for any peer without a certificate under the domain CA,
+/// or one too slow.
+pub fn handshake(
     tcp: TcpStream,
     config: Arc<ServerConfig>,
-    replica: Option<&dyn ReplicaService>,
-    limits: Limits,
-) {
+    deadline: Duration,
+) -> Option<Verified> {
     let remote = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    if tcp.set_write_timeout(limits.write_timeout).is_err()
-        || tcp.set_read_timeout(limits.hello_timeout).is_err()
-    {
-        return;
-    }
     let _ = tcp.set_nodelay(true);
-    let connection = match ServerConnection::new(config) {
+    let mut connection = match ServerConnection::new(config) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start a TLS session");
-            return;
+            return None;
         }
     };
-    let mut stream = StreamOwned::new(connection, tcp);
-    while stream.conn.is_handshaking() {
-        if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
-            tracing::warn!(%remote, error = %e, "TLS handshake refused");
-            return;
+    let mut tcp = tcp;
+    let ends = Instant::now() + deadline;
+    // By hand rather than `complete_io`, which reads on until the
+    // handshake ends: every read and write here waits at most for what is
+    // left of the deadline.
+    let done = loop {
+        let left = ends.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err("the handshake took too long".to_string());
         }
+        if tcp.set_read_timeout(Some(left)).is_err() || tcp.set_write_timeout(Some(left)).is_err() {
+            break Err("cannot set timeouts".into());
+        }
+        if connection.wants_write() {
+            if let Err(e) = connection.write_tls(&mut tcp) {
+                break Err(e.to_string());
+            }
+            continue;
+        }
+        if !connection.is_handshaking() {
+            break Ok(());
+        }
+        match connection.read_tls(&mut tcp) {
+            Ok(0) => break Err("closed during the handshake".into()),
+            Ok(_) => {}
+            Err(e) => break Err(e.to_string()),
+        }
+        if let Err(e) = connection.process_new_packets() {
+            // Tell the peer why (best effort), then close.
+            let _ = connection.write_tls(&mut tcp);
+            break Err(e.to_string());
+        }
+    };
+    if let Err(e) = done {
+        tracing::warn!(%remote, error = %e, "TLS handshake refused");
+        return None;
     }
-    let Some(cert) = stream
-        .conn
+    let cert = connection
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec())
-    else {
+        .map(|c| c.as_ref().to_vec())?;
+    Some(Verified {
+        stream: StreamOwned::new(connection, tcp),
+        cert,
+        remote,
+    })
+}
+
+/// Serves a verified connection: frames as on the Unix socket.
+/// Replication requests are served only for box certificates, and only
+/// when this daemon replicates (`replica`).
+pub fn serve_verified(
+    hsm: Arc<Hsm>,
+    verified: Verified,
+    replica: Option<&dyn ReplicaService>,
+    limits: Limits,
+) {
+    let Verified {
+        stream,
+        cert,
+        remote,
+    } = verified;
+    if stream.sock.set_write_timeout(limits.write_timeout).is_err()
+        || stream.sock.set_read_timeout(limits.hello_timeout).is_err()
+    {
         return;
-    };
+    }
     let kind = peer_kind(&cert);
     let pid = pid_of(&cert);
     tracing::debug!(%remote, ?kind, pid, "TLS connection");
@@ -302,6 +366,48 @@ mod tests {
             read_certificates(&path),
             Err(TlsError::Pem { .. })
         ));
+    }
+
+    /// A peer that sends a byte now and then never finishes: the deadline
+    /// is for the whole handshake, not for each read.
+    #[test]
+    fn a_trickled_handshake_ends_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout", "k.pem"])
+            .args(["-out", "c.pem", "-days", "1", "-subj", "/CN=t"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        let chain = read_certificates(&dir.path().join("c.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.path().join("k.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let trickler = std::thread::spawn(move || {
+            let mut tcp = TcpStream::connect(address).unwrap();
+            // A handshake record announcing 16 KiB, then a byte every 50 ms.
+            let _ = tcp.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00]);
+            let ends = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < ends && tcp.write_all(&[0]).is_ok() {
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+        });
+        let (tcp, _) = listener.accept().unwrap();
+        let started = Instant::now();
+        let verified = handshake(tcp, Arc::new(config), Duration::from_millis(300));
+        let took = started.elapsed();
+        assert!(verified.is_none());
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        trickler.join().unwrap();
     }
 
     #[test]

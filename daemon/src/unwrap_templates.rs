@@ -14,8 +14,14 @@
 //!   key allows.
 //! - Unwrapped keys are not local and have been outside the card:
 //!   CKA_LOCAL, CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE are false,
-//!   CKA_KEY_GEN_MECHANISM unavailable; CKA_SENSITIVE defaults to true and
-//!   CKA_EXTRACTABLE to false, as for generated keys.
+//!   CKA_KEY_GEN_MECHANISM unavailable; CKA_SENSITIVE defaults to true.
+//! - An unwrapped key is unextractable unless the unwrapping key's
+//!   CKA_UNWRAP_TEMPLATE says CKA_EXTRACTABLE true; a template asking for
+//!   an extractable key without that is CKR_TEMPLATE_INCONSISTENT (a
+//!   refusal, not a silent false, so the caller learns the key would not
+//!   be what it asked for). Otherwise unwrap-then-wrap under a key the
+//!   caller knows turns every unwrapping key into a decryption oracle. A
+//!   deliberate difference from SoftHSMv2.
 //! - Private keys (RSA, EC, Ed25519) come as PKCS#8 inside the wrap; the
 //!   card reports the key's size or curve and public key, which fill
 //!   CKA_MODULUS / CKA_PUBLIC_EXPONENT or CKA_EC_PARAMS / CKA_EC_POINT. An
@@ -142,12 +148,16 @@ impl PrivateKeyPlan {
 }
 
 /// Merges the unwrapping key's CKA_UNWRAP_TEMPLATE into the caller's
-/// template.
+/// template, and refuses CKA_EXTRACTABLE true unless that unwrap template
+/// itself says CKA_EXTRACTABLE true.
 pub fn merge(mut template: AttrMap, unwrapping_key: &AttrMap) -> Result<AttrMap, HsmError> {
-    let Some(nested) = unwrapping_key.get(&CKA_UNWRAP_TEMPLATE) else {
-        return Ok(template);
+    let required = match unwrapping_key.get(&CKA_UNWRAP_TEMPLATE) {
+        Some(nested) => attr::read_attribute_array(nested).ok_or(HsmError::Internal)?,
+        None => Vec::new(),
     };
-    let required = attr::read_attribute_array(nested).ok_or(HsmError::Internal)?;
+    let export_allowed = required
+        .iter()
+        .any(|a| a.ty == CKA_EXTRACTABLE && attr::read_bool(&a.value) == Some(true));
     for a in required {
         match template.get(&a.ty) {
             Some(given) if *given != a.value => {
@@ -157,6 +167,13 @@ pub fn merge(mut template: AttrMap, unwrapping_key: &AttrMap) -> Result<AttrMap,
                 template.insert(a.ty, a.value);
             }
         }
+    }
+    // Unwrap-then-wrap: whoever may unwrap under K could otherwise make
+    // the new key extractable and wrap it out under a key of their own,
+    // turning K into a decryption oracle (for RSA: of any 1-64 byte OAEP
+    // plaintext, unwrapped as a generic secret).
+    if flag(&template, CKA_EXTRACTABLE) == Some(true) && !export_allowed {
+        return Err(HsmError::TemplateInconsistent(CKA_EXTRACTABLE));
     }
     Ok(template)
 }
@@ -265,6 +282,59 @@ mod tests {
         assert_eq!(flag(&merged, CKA_EXTRACTABLE), Some(false));
         assert_eq!(merged.get(&CKA_LABEL), Some(&b"k".to_vec()));
         assert_eq!(merge(aes(&[]), &AttrMap::new()).unwrap(), aes(&[]));
+    }
+
+    #[test]
+    fn unwrapped_keys_are_extractable_only_if_the_unwrap_template_says_so() {
+        let exportable = || aes(&[(CKA_EXTRACTABLE, b(true))]);
+        assert_eq!(
+            rv(merge(exportable(), &AttrMap::new())),
+            CKR_TEMPLATE_INCONSISTENT,
+            "no unwrap template: no extractable key"
+        );
+        let says = |extractable: bool| {
+            let nested = attr::attribute_array_value(&[Attribute {
+                ty: CKA_EXTRACTABLE,
+                value: b(extractable),
+            }]);
+            t(&[(CKA_UNWRAP_TEMPLATE, nested)])
+        };
+        let other_only = t(&[(
+            CKA_UNWRAP_TEMPLATE,
+            attr::attribute_array_value(&[Attribute {
+                ty: CKA_SENSITIVE,
+                value: b(true),
+            }]),
+        )]);
+        assert_eq!(
+            rv(merge(exportable(), &other_only)),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(merge(exportable(), &says(false))),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        let merged = merge(exportable(), &says(true)).unwrap();
+        assert_eq!(flag(&merged, CKA_EXTRACTABLE), Some(true));
+        let merged = merge(aes(&[]), &says(true)).unwrap();
+        assert_eq!(flag(&merged, CKA_EXTRACTABLE), Some(true));
+        let planned = plan(merge(aes(&[]), &AttrMap::new()).unwrap()).unwrap();
+        assert!(
+            !planned.policy(1).extractable,
+            "the default is unextractable"
+        );
+        let unextractable = aes(&[(CKA_EXTRACTABLE, b(false))]);
+        assert!(merge(unextractable, &AttrMap::new()).is_ok());
+        // The RSA-oracle form: a generic secret out of an RSA unwrap.
+        let generic = t(&[
+            (CKA_CLASS, u(CKO_SECRET_KEY)),
+            (CKA_KEY_TYPE, u(CKK_GENERIC_SECRET)),
+            (CKA_EXTRACTABLE, b(true)),
+        ]);
+        assert_eq!(
+            rv(merge(generic, &AttrMap::new())),
+            CKR_TEMPLATE_INCONSISTENT
+        );
     }
 
     #[test]

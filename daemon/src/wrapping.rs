@@ -9,9 +9,11 @@
 //! with the private one, and the key is out; this holds for an imported
 //! copy of the public key too); the key to wrap must be a secret or
 //! private key of the card (CKR_KEY_NOT_WRAPPABLE otherwise), extractable
-//! (CKR_KEY_UNEXTRACTABLE), wrapped only under a CKA_TRUSTED key if it has
-//! CKA_WRAP_WITH_TRUSTED, match the wrapping key's CKA_WRAP_TEMPLATE, and
-//! be a secret key for RSA-OAEP (all CKR_KEY_NOT_WRAPPABLE). The card then
+//! (CKR_KEY_UNEXTRACTABLE), not itself CKA_TRUSTED, wrapped only under a
+//! CKA_TRUSTED key (one that may be trusted: `attributes::may_be_trusted`)
+//! if it has CKA_WRAP_WITH_TRUSTED, match the wrapping key's
+//! CKA_WRAP_TEMPLATE, and be a secret key for RSA-OAEP (all
+//! CKR_KEY_NOT_WRAPPABLE). The card then
 //! checks CKA_EXTRACTABLE and CKA_WRAP again from the blobs' policies.
 //!
 //! C_UnwrapKey checks the unwrapping key the same way (an AES secret key
@@ -108,11 +110,13 @@ impl Hsm {
         };
         let plan = unwrap_templates::plan(merged)?;
         Self::check_new_object(&view, plan.attrs())?;
+        // Everything that can refuse comes before an object id is taken.
+        let algorithm = algorithm(mechanism)?;
         let token = attributes::flag(plan.attrs(), CKA_TOKEN) == Some(true);
         let id = self.allocate(slot, token);
         let mut policy = plan.policy(id);
         let request = CardRequest::UnwrapKey {
-            algorithm: algorithm(mechanism)?,
+            algorithm,
             blob: card_key.blob.clone(),
             policy: card_key.policy.clone(),
             wrapped: wrapped.to_vec(),
@@ -154,16 +158,24 @@ fn algorithm(mechanism: &WrapMechanism) -> Result<WrapAlgorithm, HsmError> {
     Ok(match mechanism {
         WrapMechanism::AesKeyWrap => WrapAlgorithm::AesKw,
         WrapMechanism::AesKeyWrapPad => WrapAlgorithm::AesKwp,
-        WrapMechanism::RsaOaep { hash, label } => WrapAlgorithm::RsaOaep {
-            hash: match hash {
+        WrapMechanism::RsaOaep {
+            hash,
+            mgf_hash,
+            label,
+        } => {
+            let card_hash = |hash: &HashAlg| match hash {
                 HashAlg::Sha1 => card::Hash::Sha1,
+                HashAlg::Sha224 => card::Hash::Sha224,
                 HashAlg::Sha256 => card::Hash::Sha256,
                 HashAlg::Sha384 => card::Hash::Sha384,
                 HashAlg::Sha512 => card::Hash::Sha512,
-                HashAlg::Sha224 => return Err(HsmError::MechanismParamInvalid),
-            },
-            label: label.clone(),
-        },
+            };
+            WrapAlgorithm::RsaOaep {
+                hash: card_hash(hash),
+                mgf_hash: card_hash(mgf_hash),
+                label: label.clone(),
+            }
+        }
     })
 }
 
@@ -277,9 +289,16 @@ fn wrappable<'a>(
     if attributes::flag(&target.attrs, CKA_EXTRACTABLE) != Some(true) {
         return Err(HsmError::KeyUnextractable);
     }
-    if attributes::flag(&target.attrs, CKA_WRAP_WITH_TRUSTED) == Some(true)
-        && attributes::flag(&wrapper.attrs, CKA_TRUSTED) != Some(true)
-    {
+    // A trusted key is what guarded keys leave under: it never leaves
+    // itself (a key stored before this rule included).
+    if attributes::flag(&target.attrs, CKA_TRUSTED) == Some(true) {
+        return Err(HsmError::KeyNotWrappable);
+    }
+    // Trust counts only on a key that may carry it (see
+    // `attributes::may_be_trusted`): one marked before that rule does not.
+    let trusted = attributes::flag(&wrapper.attrs, CKA_TRUSTED) == Some(true)
+        && attributes::may_be_trusted(&wrapper.attrs);
+    if attributes::flag(&target.attrs, CKA_WRAP_WITH_TRUSTED) == Some(true) && !trusted {
         return Err(HsmError::KeyNotWrappable);
     }
     if let Some(nested) = wrapper.attrs.get(&CKA_WRAP_TEMPLATE) {
@@ -442,7 +461,20 @@ mod tests {
             yes(CKA_TOKEN),
             a(CKA_PRIVATE, attr::bool_value(false)),
         ];
-        let trusted = aes(&h, user, public_wrapping.clone());
+        // Only a key generated here and never extractable may be trusted.
+        let mut generate = vec![a(CKA_VALUE_LEN, attr::ulong_value(32))];
+        generate.extend(public_wrapping.clone());
+        let ReplyBody::Object(trusted) = ok(
+            &h,
+            USER,
+            RequestBody::GenerateKey {
+                session: user,
+                mechanism: CKM_AES_KEY_GEN,
+                template: generate,
+            },
+        ) else {
+            panic!("no key generated")
+        };
         let untrusted = aes(&h, user, public_wrapping);
         let guarded = aes(
             &h,
@@ -458,6 +490,11 @@ mod tests {
             rv(&h, USER, set_trusted(user, untrusted)),
             CKR_ATTRIBUTE_READ_ONLY,
             "only the SO marks keys trusted"
+        );
+        assert_eq!(
+            rv(&h, SO, set_trusted(so, untrusted)),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "an imported key (of known value) is never trusted"
         );
         ok(&h, SO, set_trusted(so, trusted));
         let sent = || card.requests.lock().unwrap().len();
@@ -487,6 +524,44 @@ mod tests {
             template: vec![a(CKA_WRAP_WITH_TRUSTED, attr::bool_value(false))],
         };
         assert_eq!(rv(&h, USER, downgrade), CKR_ATTRIBUTE_READ_ONLY);
+    }
+
+    /// Edits a stored object's attributes, as if a version without
+    /// today's rules had stored them.
+    fn tamper(h: &Hsm, handle: u64, changes: &[(u64, bool)]) {
+        let (id, _) = crate::objects::split_handle(handle);
+        let mut state = h.slots[0].write();
+        let mut object = state.objects.get(id).unwrap().clone();
+        for &(ty, value) in changes {
+            object.attrs.insert(ty, attr::bool_value(value));
+        }
+        state.objects.insert(id, object);
+    }
+
+    #[test]
+    fn trusted_keys_are_never_wrapped_and_old_trust_on_known_keys_counts_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, card, user, _) = ready(dir.path());
+        let kek = aes(&h, user, vec![yes(CKA_WRAP)]);
+        let marked = aes(&h, user, vec![yes(CKA_EXTRACTABLE)]);
+        tamper(&h, marked, &[(CKA_TRUSTED, true)]);
+        // An imported (known) wrapping key marked trusted before the
+        // rule: a guarded key does not leave under it.
+        let known = aes(&h, user, vec![yes(CKA_WRAP)]);
+        tamper(&h, known, &[(CKA_TRUSTED, true)]);
+        let guarded = aes(
+            &h,
+            user,
+            vec![yes(CKA_EXTRACTABLE), yes(CKA_WRAP_WITH_TRUSTED)],
+        );
+        let sent = || card.requests.lock().unwrap().len();
+        let before = sent();
+        assert_eq!(rv(&h, USER, wrap(user, kek, marked)), CKR_KEY_NOT_WRAPPABLE);
+        assert_eq!(
+            rv(&h, USER, wrap(user, known, guarded)),
+            CKR_KEY_NOT_WRAPPABLE
+        );
+        assert_eq!(sent(), before, "refused before the card is asked");
     }
 
     #[test]
@@ -543,6 +618,7 @@ mod tests {
                     session: user,
                     mechanism: WrapMechanism::RsaOaep {
                         hash: HashAlg::Sha1,
+                        mgf_hash: HashAlg::Sha1,
                         label: vec![],
                     },
                     wrapping: kek,
@@ -585,6 +661,16 @@ mod tests {
                 CKR_UNWRAPPING_KEY_HANDLE_INVALID,
             ),
             (unwrap(kek, vec![1; 40], vec![]), CKR_TEMPLATE_INCOMPLETE),
+            // Unwrap-then-wrap: no extractable key without the unwrapping
+            // key's CKA_UNWRAP_TEMPLATE saying so.
+            (
+                unwrap(
+                    kek,
+                    vec![1; 40],
+                    [aes_template(), vec![yes(CKA_EXTRACTABLE)]].concat(),
+                ),
+                CKR_TEMPLATE_INCONSISTENT,
+            ),
         ] {
             assert_eq!(rv(&h, USER, body.clone()), want, "{body:?}");
         }

@@ -6,6 +6,7 @@ use mesign_proto::attr::{self, AttrKind};
 use mesign_proto::Attribute;
 
 use crate::error::Error;
+use crate::ffi::EntryValue;
 
 const ULONG: usize = size_of::<CK_ULONG>();
 
@@ -13,7 +14,9 @@ fn c_ulong(bytes: &[u8]) -> Option<u64> {
     Some(CK_ULONG::from_ne_bytes(bytes.try_into().ok()?))
 }
 
-/// Converts one attribute from the application into the wire form.
+/// Converts one attribute value from the application into the wire form.
+/// A nested template arrives resolved (see [`entry_to_wire`]); as plain
+/// bytes it is a template nested two deep, which is refused.
 pub(crate) fn to_wire(ty: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Result<Attribute, Error> {
     let invalid = Error::AttributeValueInvalid(ty);
     let value = match attr::kind(ty) {
@@ -27,28 +30,40 @@ pub(crate) fn to_wire(ty: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Result<Attribute, 
         ),
         AttrKind::Date if value.is_empty() || value.len() == 8 => value.to_vec(),
         AttrKind::Bytes => value.to_vec(),
-        // A nested template (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE): one
-        // level deep.
-        AttrKind::AttributeArray => {
-            let mut inner = Vec::new();
-            for (ty, v) in crate::ffi::nested_entries(value).map_err(|_| invalid)? {
-                if attr::kind(ty) == AttrKind::AttributeArray {
-                    return Err(invalid);
-                }
-                inner.push(to_wire(ty, v)?);
-            }
-            attr::attribute_array_value(&inner)
+        AttrKind::Bool | AttrKind::UlongArray | AttrKind::Date | AttrKind::AttributeArray => {
+            return Err(invalid)
         }
-        AttrKind::Bool | AttrKind::UlongArray | AttrKind::Date => return Err(invalid),
     };
     Ok(Attribute { ty, value })
 }
 
+/// Converts one template entry, as `ffi` read it, into the wire form: a
+/// nested template (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE) entry by
+/// entry, one level deep.
+pub(crate) fn entry_to_wire(ty: CK_ATTRIBUTE_TYPE, value: &EntryValue) -> Result<Attribute, Error> {
+    let inner = match value {
+        EntryValue::Bytes(bytes) => return to_wire(ty, bytes),
+        EntryValue::Nested(inner) => inner.as_ref(),
+    };
+    let inner = inner
+        .ok_or(Error::AttributeValueInvalid(ty))?
+        .iter()
+        .map(|&(ty, v)| to_wire(ty, v))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(Attribute {
+        ty,
+        value: attr::attribute_array_value(&inner),
+    })
+}
+
 /// Converts a template from the application into the wire form.
 pub(crate) fn template_to_wire(
-    entries: &[(CK_ATTRIBUTE_TYPE, &[u8])],
+    entries: &[(CK_ATTRIBUTE_TYPE, EntryValue)],
 ) -> Result<Vec<Attribute>, Error> {
-    entries.iter().map(|&(ty, v)| to_wire(ty, v)).collect()
+    entries
+        .iter()
+        .map(|(ty, v)| entry_to_wire(*ty, v))
+        .collect()
 }
 
 /// Converts a value from the daemon into the C form; a malformed wire value
@@ -124,11 +139,37 @@ mod tests {
         );
         assert!(to_wire(CKA_ALLOWED_MECHANISMS, &[0; 9]).is_err());
         assert!(to_wire(CKA_END_DATE, b"2025").is_err());
-        // A nested template is whole CK_ATTRIBUTE entries (none is an
-        // empty template).
+        // A nested template comes resolved by `ffi`; as bytes (nested
+        // twice) or malformed it is invalid.
         assert!(to_wire(CKA_WRAP_TEMPLATE, &[0; 5]).is_err());
-        let empty = to_wire(CKA_WRAP_TEMPLATE, &[]).unwrap();
+        assert_eq!(
+            entry_to_wire(CKA_WRAP_TEMPLATE, &EntryValue::Nested(None)).unwrap_err(),
+            Error::AttributeValueInvalid(CKA_WRAP_TEMPLATE)
+        );
+        let empty = entry_to_wire(CKA_WRAP_TEMPLATE, &EntryValue::Nested(Some(vec![]))).unwrap();
         assert_eq!(attr::read_attribute_array(&empty.value), Some(vec![]));
+        let inner = vec![(CKA_SENSITIVE, &[1u8][..]), (CKA_LABEL, &b"k"[..])];
+        let nested = entry_to_wire(CKA_UNWRAP_TEMPLATE, &EntryValue::Nested(Some(inner))).unwrap();
+        assert_eq!(
+            attr::read_attribute_array(&nested.value),
+            Some(vec![
+                Attribute {
+                    ty: CKA_SENSITIVE,
+                    value: attr::bool_value(true)
+                },
+                Attribute {
+                    ty: CKA_LABEL,
+                    value: b"k".to_vec()
+                }
+            ])
+        );
+        let twice = vec![(CKA_WRAP_TEMPLATE, &[][..])];
+        assert!(entry_to_wire(CKA_UNWRAP_TEMPLATE, &EntryValue::Nested(Some(twice))).is_err());
+        let bad_inner = vec![(CKA_SENSITIVE, &[1u8, 1][..])];
+        assert_eq!(
+            entry_to_wire(CKA_UNWRAP_TEMPLATE, &EntryValue::Nested(Some(bad_inner))).unwrap_err(),
+            Error::AttributeValueInvalid(CKA_SENSITIVE)
+        );
         assert_eq!(from_wire(CKA_CLASS, &[1]).unwrap_err(), Error::Transport);
     }
 }

@@ -7,6 +7,13 @@
 //! on public operations, and the daemon never sees the plaintext. The
 //! public key's CKA_ENCRYPT must be true.
 //!
+//! The exception is OAEP with a hash pair aws-lc-rs does not offer
+//! (SHA-224, or an MGF1 hash other than the label hash): rather than write
+//! OAEP padding here, C_Encrypt sends `OaepEncrypt` and the card encrypts
+//! with aws-lc's EVP interface, one round trip; for those pairs the daemon
+//! and the card see the plaintext on its way through (the daemon checks
+//! CKA_ENCRYPT again).
+//!
 //! RSA mechanisms are single-part (§2.1.6, §2.1.8): C_EncryptUpdate and
 //! C_EncryptFinal answer CKR_FUNCTION_NOT_SUPPORTED and end the operation.
 //!
@@ -17,11 +24,13 @@ use aws_lc_rs::rsa::{
     OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents,
 };
 use cryptoki_sys::*;
+use mesign_proto::{ReplyBody, RequestBody};
 
 use crate::entry::with_library;
 use crate::error::Error;
 use crate::ffi::{self, Fill, OutBuf};
 use crate::key_info::strip_zeros;
+use crate::library::Library;
 use crate::rsa_crypt::{check_key, crypt_mechanism, Crypt};
 use crate::sessions::{drive, ensure_idle, Step};
 use crate::symmetric;
@@ -29,13 +38,21 @@ use crate::symmetric;
 /// An active encryption operation.
 pub(crate) struct EncryptOp {
     mechanism: Crypt,
+    /// The key object, for encryptions the card does.
+    handle: CK_OBJECT_HANDLE,
     key: PublicEncryptingKey,
     block_len: usize,
 }
 
 impl EncryptOp {
     /// Encrypts one message into `out`.
-    fn encrypt(&self, data: &[u8], out: &mut OutBuf<u8>) -> Result<Step, Error> {
+    fn encrypt(
+        &self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        data: &[u8],
+        out: &mut OutBuf<u8>,
+    ) -> Result<Step, Error> {
         if data.len() > self.mechanism.max_message_len(self.block_len) {
             return Err(Error::DataLenRange { len: data.len() });
         }
@@ -43,18 +60,45 @@ impl EncryptOp {
         let written = match &self.mechanism {
             Crypt::Pkcs1 => Pkcs1PublicEncryptingKey::new(self.key.clone())
                 .and_then(|k| k.encrypt(data, &mut ciphertext).map(|c| c.len())),
-            Crypt::Oaep { hash, label } => {
-                let algorithm = Crypt::oaep_algorithm(*hash).ok_or(Error::DataInvalid)?;
-                OaepPublicEncryptingKey::new(self.key.clone()).and_then(|k| {
+            Crypt::Oaep {
+                hash,
+                mgf_hash,
+                label,
+            } => match Crypt::oaep_algorithm(*hash, *mgf_hash) {
+                Some(algorithm) => OaepPublicEncryptingKey::new(self.key.clone()).and_then(|k| {
                     let label = (!label.is_empty()).then_some(label.as_slice());
                     k.encrypt(algorithm, data, &mut ciphertext, label)
                         .map(|c| c.len())
-                })
-            }
+                }),
+                None => return self.encrypt_on_card(lib, session, data, out),
+            },
         }
         .map_err(|_| Error::DataInvalid)?;
         out.put(&ciphertext[..written])?;
         Ok(Step::Finished)
+    }
+
+    /// OAEP with a hash pair aws-lc-rs lacks: the card encrypts.
+    fn encrypt_on_card(
+        &self,
+        lib: &Library,
+        session: CK_SESSION_HANDLE,
+        data: &[u8],
+        out: &mut OutBuf<u8>,
+    ) -> Result<Step, Error> {
+        let request = RequestBody::OaepEncrypt {
+            session,
+            key: self.handle,
+            scheme: self.mechanism.scheme(),
+            input: data.to_vec(),
+        };
+        match lib.daemon.call(request)? {
+            ReplyBody::Bytes(ciphertext) if ciphertext.len() == self.block_len => {
+                out.put(&ciphertext)?;
+                Ok(Step::Finished)
+            }
+            _ => Err(Error::Transport),
+        }
     }
 }
 
@@ -69,6 +113,7 @@ pub(crate) extern "C" fn fn_c_encrypt_init(
             return symmetric::cipher_init(lib, session, &raw, key, true);
         }
         let mechanism = crypt_mechanism(&raw)?;
+        let key_handle = key;
         lib.sessions.with(session, |s| {
             ensure_idle(&s.encrypt)?;
             ensure_idle(&s.secret.encrypt)?;
@@ -83,6 +128,7 @@ pub(crate) extern "C" fn fn_c_encrypt_init(
                 .map_err(|_| Error::KeyTypeInconsistent)?;
             s.encrypt = Some(EncryptOp {
                 mechanism,
+                handle: key_handle,
                 key,
                 block_len,
             });
@@ -110,7 +156,7 @@ pub(crate) extern "C" fn fn_c_encrypt(
                 if out.prepare(op.block_len)? == Fill::LengthOnly {
                     return Ok(Step::Continue);
                 }
-                op.encrypt(ffi::input(data, data_len)?, &mut out)
+                op.encrypt(lib, session, ffi::input(data, data_len)?, &mut out)
             })
         })?
     })

@@ -2,10 +2,12 @@
 //! (PKCS#11 3.0 §2.1.6, §2.1.8): parsing and checking their parameters,
 //! and the key checks C_EncryptInit and C_DecryptInit share.
 //!
-//! OAEP is offered as aws-lc-rs offers it, on both sides: MGF1 over the
-//! same hash as the label hash, with SHA-1, SHA-256, SHA-384 or SHA-512,
-//! and any label. SHA-224 and differing MGF1 hashes are refused with
-//! CKR_MECHANISM_PARAM_INVALID rather than hand-written.
+//! OAEP takes SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 as the label
+//! hash and as the MGF1 hash, in any combination, and any label. The four
+//! pairs aws-lc-rs offers (MGF1 over the label hash, not SHA-224) encrypt
+//! here in the module; the others encrypt on the card (see
+//! [`crate::encrypt`]). The card decrypts all of them. No padding is
+//! written by hand anywhere.
 
 use aws_lc_rs::rsa::{
     OaepAlgorithm, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384,
@@ -27,9 +29,12 @@ const PKCS1_OVERHEAD: usize = 11;
 pub(crate) enum Crypt {
     /// CKM_RSA_PKCS.
     Pkcs1,
-    /// CKM_RSA_PKCS_OAEP with a hash aws-lc-rs supports (MGF1 over the
-    /// same hash) and its label.
-    Oaep { hash: HashAlg, label: Vec<u8> },
+    /// CKM_RSA_PKCS_OAEP: the label hash, the MGF1 hash and the label.
+    Oaep {
+        hash: HashAlg,
+        mgf_hash: HashAlg,
+        label: Vec<u8>,
+    },
 }
 
 impl Crypt {
@@ -50,14 +55,18 @@ impl Crypt {
         block_len.saturating_sub(overhead)
     }
 
-    /// The aws-lc-rs OAEP algorithm, for encryption in the module.
-    pub(crate) fn oaep_algorithm(hash: HashAlg) -> Option<&'static OaepAlgorithm> {
-        match hash {
-            HashAlg::Sha1 => Some(&OAEP_SHA1_MGF1SHA1),
-            HashAlg::Sha256 => Some(&OAEP_SHA256_MGF1SHA256),
-            HashAlg::Sha384 => Some(&OAEP_SHA384_MGF1SHA384),
-            HashAlg::Sha512 => Some(&OAEP_SHA512_MGF1SHA512),
-            HashAlg::Sha224 => None,
+    /// The aws-lc-rs OAEP algorithm for encryption in the module, if
+    /// aws-lc-rs offers the pair; `None` sends the encryption to the card.
+    pub(crate) fn oaep_algorithm(
+        hash: HashAlg,
+        mgf_hash: HashAlg,
+    ) -> Option<&'static OaepAlgorithm> {
+        match (hash, mgf_hash) {
+            (HashAlg::Sha1, HashAlg::Sha1) => Some(&OAEP_SHA1_MGF1SHA1),
+            (HashAlg::Sha256, HashAlg::Sha256) => Some(&OAEP_SHA256_MGF1SHA256),
+            (HashAlg::Sha384, HashAlg::Sha384) => Some(&OAEP_SHA384_MGF1SHA384),
+            (HashAlg::Sha512, HashAlg::Sha512) => Some(&OAEP_SHA512_MGF1SHA512),
+            _ => None,
         }
     }
 
@@ -65,9 +74,13 @@ impl Crypt {
     pub(crate) fn scheme(&self) -> DecryptScheme {
         match self {
             Crypt::Pkcs1 => DecryptScheme::RsaPkcs1,
-            Crypt::Oaep { hash, label, .. } => DecryptScheme::RsaOaep {
+            Crypt::Oaep {
+                hash,
+                mgf_hash,
+                label,
+            } => DecryptScheme::RsaOaep {
                 hash: *hash,
-                mgf_hash: *hash,
+                mgf_hash: *mgf_hash,
                 label: label.clone(),
             },
         }
@@ -75,9 +88,10 @@ impl Crypt {
 }
 
 /// Parses an encryption mechanism and checks its parameter: none for
-/// CKM_RSA_PKCS; for OAEP exactly a `CK_RSA_PKCS_OAEP_PARAMS`, a supported
-/// hash with MGF1 over the same hash, and source CKZ_DATA_SPECIFIED (or 0
-/// with no label, which pkcs11-tool sends).
+/// CKM_RSA_PKCS; for OAEP exactly a `CK_RSA_PKCS_OAEP_PARAMS`, a SHA-1 or
+/// SHA-2 label hash, a CKG_MGF1_SHA* MGF (either may differ from the
+/// other), and source CKZ_DATA_SPECIFIED (or 0 with no label, which
+/// pkcs11-tool sends).
 pub(crate) fn crypt_mechanism(raw: &RawMechanism) -> Result<Crypt, Error> {
     match raw.ty {
         CKM_RSA_PKCS => {
@@ -97,11 +111,12 @@ pub(crate) fn crypt_mechanism(raw: &RawMechanism) -> Result<Crypt, Error> {
                 _ => return Err(invalid),
             };
             let source_ok = p.source == CKZ_DATA_SPECIFIED || (p.source == 0 && p.label.is_empty());
-            if !source_ok || mgf_hash != hash || Crypt::oaep_algorithm(hash).is_none() {
+            if !source_ok {
                 return Err(invalid);
             }
             Ok(Crypt::Oaep {
                 hash,
+                mgf_hash,
                 label: p.label,
             })
         }
@@ -169,11 +184,37 @@ mod tests {
             }
         );
         assert!(oaep(CKM_SHA_1, CKG_MGF1_SHA1, 0, &[]).is_ok());
+        // Every SHA-1/SHA-2 pair is accepted; only the four aws-lc-rs
+        // offers encrypt in the module.
+        let hashes = [
+            (CKM_SHA_1, CKG_MGF1_SHA1, HashAlg::Sha1),
+            (CKM_SHA224, CKG_MGF1_SHA224, HashAlg::Sha224),
+            (CKM_SHA256, CKG_MGF1_SHA256, HashAlg::Sha256),
+            (CKM_SHA384, CKG_MGF1_SHA384, HashAlg::Sha384),
+            (CKM_SHA512, CKG_MGF1_SHA512, HashAlg::Sha512),
+        ];
+        for (hash_alg, _, hash) in hashes {
+            for (_, mgf, mgf_hash) in hashes {
+                let crypt = oaep(hash_alg, mgf, CKZ_DATA_SPECIFIED, b"").unwrap();
+                assert_eq!(
+                    crypt.scheme(),
+                    DecryptScheme::RsaOaep {
+                        hash,
+                        mgf_hash,
+                        label: vec![]
+                    }
+                );
+                let in_module = Crypt::oaep_algorithm(hash, mgf_hash).is_some();
+                assert_eq!(
+                    in_module,
+                    hash == mgf_hash && hash != HashAlg::Sha224,
+                    "{hash:?} {mgf_hash:?}"
+                );
+            }
+        }
         let invalid = Err(Error::MechanismParamInvalid(CKM_RSA_PKCS_OAEP));
         for (hash, mgf, source, label) in [
-            (CKM_SHA224, CKG_MGF1_SHA224, CKZ_DATA_SPECIFIED, &[][..]),
-            (CKM_SHA256, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED, &[]),
-            (CKM_MD5, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED, &[]),
+            (CKM_MD5, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED, &[][..]),
             (CKM_SHA256, 0x99, CKZ_DATA_SPECIFIED, &[]),
             (CKM_SHA256, CKG_MGF1_SHA256, 7, &[]),
             (CKM_SHA256, CKG_MGF1_SHA256, 0, b"label"),

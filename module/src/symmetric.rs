@@ -121,7 +121,7 @@ pub(crate) fn mac_len(ty: CK_MECHANISM_TYPE) -> Option<usize> {
 /// Reads and checks a cipher mechanism's parameter: a 12-byte IV and a
 /// 128-bit tag for GCM (aws-lc-rs offers no other), a 16-byte IV for CBC,
 /// a counter of 1 to 128 bits for CTR.
-fn cipher_params(raw: &RawMechanism) -> Result<CipherParams, Error> {
+pub(crate) fn cipher_params(raw: &RawMechanism) -> Result<CipherParams, Error> {
     let invalid = Error::MechanismParamInvalid(raw.ty);
     match raw.ty {
         CKM_AES_GCM => {

@@ -23,7 +23,7 @@ use crate::ffi::{self, write_out, OutBuf, RawMechanism, Template};
 use crate::rsa_crypt::{crypt_mechanism, Crypt};
 
 /// Reads a wrapping mechanism and its parameter.
-fn wrap_mechanism(raw: &RawMechanism) -> Result<WrapMechanism, Error> {
+pub(crate) fn wrap_mechanism(raw: &RawMechanism) -> Result<WrapMechanism, Error> {
     match raw.ty {
         CKM_AES_KEY_WRAP => {
             raw.no_parameter()?;
@@ -34,7 +34,15 @@ fn wrap_mechanism(raw: &RawMechanism) -> Result<WrapMechanism, Error> {
             Ok(WrapMechanism::AesKeyWrapPad)
         }
         CKM_RSA_PKCS_OAEP => match crypt_mechanism(raw)? {
-            Crypt::Oaep { hash, label } => Ok(WrapMechanism::RsaOaep { hash, label }),
+            Crypt::Oaep {
+                hash,
+                mgf_hash,
+                label,
+            } => Ok(WrapMechanism::RsaOaep {
+                hash,
+                mgf_hash,
+                label,
+            }),
             Crypt::Pkcs1 => Err(Error::MechanismInvalid(raw.ty)),
         },
         ty => Err(Error::MechanismInvalid(ty)),
@@ -142,6 +150,7 @@ mod tests {
             wrap_mechanism(&oaep),
             Ok(WrapMechanism::RsaOaep {
                 hash: HashAlg::Sha256,
+                mgf_hash: HashAlg::Sha256,
                 label: b"l".to_vec()
             })
         );

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use pci_driver_shim::command::{
-    CardFault, CardInfo, CardRequest, CardResponse, CardResult, Curve, KeyPolicy, KeySpec,
-    PublicKey, SignScheme, MAX_RANDOM,
+    CardFault, CardInfo, CardRequest, CardResponse, CardResult, Cipher, Curve, Hash, Kdf,
+    KeyPolicy, KeySpec, PublicKey, SecretUsage, SignScheme, WrapAlgorithm, WrappingKey, MAX_RANDOM,
 };
 use pci_driver_shim::fuzzing;
 
@@ -65,6 +65,182 @@ fn blob_for(policy: &KeyPolicy) -> Vec<u8> {
     }
 }
 
+/// The answer of the fuzzing firmware to `request`, which must succeed.
+fn run_ok(request: &CardRequest) -> CardResponse {
+    match minicbor::decode::<CardResult>(&fuzzing::firmware().execute(&cbor(request)))
+        .expect("answer decodes")
+    {
+        CardResult::Ok(response) => response,
+        CardResult::Err(fault) => panic!("{request:?} failed: {fault:?}"),
+    }
+}
+
+/// An AES-256 key's policy with the given secret-key usages.
+fn aes_policy(object_id: u64, usage: SecretUsage, unwrap: bool, extractable: bool) -> KeyPolicy {
+    KeyPolicy {
+        unwrap,
+        extractable,
+        sign: false,
+        secret: Some(usage),
+        ..policy(object_id, KeySpec::Aes { bytes: 32 })
+    }
+}
+
+/// A secret key the fuzzing firmware generated for `policy`.
+fn secret_blob_for(policy: &KeyPolicy) -> Vec<u8> {
+    match run_ok(&CardRequest::GenerateSecret {
+        policy: policy.clone(),
+    }) {
+        CardResponse::SecretKey { blob, .. } => blob,
+        other => panic!("secret generation answered {other:?}"),
+    }
+}
+
+/// Seeds of the commands added with ECDH, key wrapping, the domain CA and
+/// multi-part CBC; the first `.1` of them must succeed as they are.
+fn new_card_command_seeds() -> (Vec<Vec<u8>>, usize) {
+    let ec = KeyPolicy {
+        sign: false,
+        derive: true,
+        ..policy(20, KeySpec::Ec(Curve::P256))
+    };
+    let ec_blob = blob_for(&ec);
+    let peer = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+        .expect("P-256 key")
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let derived = aes_policy(
+        21,
+        SecretUsage {
+            encrypt: true,
+            ..SecretUsage::default()
+        },
+        false,
+        false,
+    );
+    let derive = |peer: Vec<u8>, kdf, shared_data: &[u8]| CardRequest::DeriveEcdh {
+        blob: ec_blob.clone(),
+        policy: ec.clone(),
+        peer,
+        kdf,
+        shared_data: shared_data.to_vec(),
+        derived: derived.clone(),
+    };
+    let wrapping = aes_policy(
+        22,
+        SecretUsage {
+            wrap: true,
+            ..SecretUsage::default()
+        },
+        true,
+        false,
+    );
+    let wrapping_blob = secret_blob_for(&wrapping);
+    let target = KeyPolicy {
+        decrypt: true,
+        ..aes_policy(
+            23,
+            SecretUsage {
+                encrypt: true,
+                ..SecretUsage::default()
+            },
+            false,
+            true,
+        )
+    };
+    let target_blob = secret_blob_for(&target);
+    let wrap = |algorithm, wrapping_key| CardRequest::WrapKey {
+        algorithm,
+        wrapping: wrapping_key,
+        blob: target_blob.clone(),
+        policy: target.clone(),
+    };
+    let card_key = WrappingKey::Card {
+        blob: wrapping_blob.clone(),
+        policy: wrapping.clone(),
+    };
+    let wrapped = match run_ok(&wrap(WrapAlgorithm::AesKw, card_key.clone())) {
+        CardResponse::Bytes(wrapped) => wrapped,
+        other => panic!("wrapping answered {other:?}"),
+    };
+    let unwrap = |algorithm, wrapped: Vec<u8>| CardRequest::UnwrapKey {
+        algorithm,
+        blob: wrapping_blob.clone(),
+        policy: wrapping.clone(),
+        wrapped,
+        new_policy: aes_policy(24, SecretUsage::default(), false, false),
+    };
+    let (modulus, exponent) = match run_ok(&CardRequest::GenerateKeyPair {
+        policy: policy(25, KeySpec::Rsa { bits: 2048 }),
+    }) {
+        CardResponse::KeyPair {
+            public: PublicKey::Rsa { modulus, exponent },
+            ..
+        } => (modulus, exponent),
+        other => panic!("RSA generation answered {other:?}"),
+    };
+    let cbc = |encrypt, input: Vec<u8>| CardRequest::Cipher {
+        blob: target_blob.clone(),
+        policy: target.clone(),
+        cipher: Cipher::AesCbcBlocks { iv: vec![0x17; 16] },
+        encrypt,
+        input,
+    };
+    let oaep = WrapAlgorithm::RsaOaep {
+        hash: Hash::Sha256,
+        mgf_hash: Hash::Sha256,
+        label: b"label".to_vec(),
+    };
+    let ok = vec![
+        derive(peer.clone(), Kdf::Null, b""),
+        derive(peer.clone(), Kdf::X963(Hash::Sha256), b"shared info"),
+        wrap(WrapAlgorithm::AesKw, card_key.clone()),
+        wrap(WrapAlgorithm::AesKwp, card_key.clone()),
+        wrap(
+            oaep.clone(),
+            WrappingKey::RsaPublic {
+                modulus: modulus.clone(),
+                exponent: exponent.clone(),
+            },
+        ),
+        unwrap(WrapAlgorithm::AesKw, wrapped.clone()),
+        CardRequest::DomainCaPublic,
+        CardRequest::DomainCaSign {
+            tbs: vec![0x30, 3, 2, 1, 1],
+        },
+        cbc(true, vec![0x61; 32]),
+        cbc(false, vec![0x62; 48]),
+    ];
+    let ok_count = ok.len();
+    for request in &ok {
+        run_ok(request);
+    }
+    let mut off_curve = peer.clone();
+    off_curve[64] ^= 1;
+    let refused = vec![
+        derive(off_curve, Kdf::Null, b""),
+        derive(peer[..33].to_vec(), Kdf::X963(Hash::Sha512), b""),
+        unwrap(WrapAlgorithm::AesKwp, wrapped.clone()),
+        unwrap(WrapAlgorithm::AesKw, wrapped[..wrapped.len() - 8].to_vec()),
+        wrap(
+            oaep,
+            WrappingKey::RsaPublic {
+                modulus: modulus[..64].to_vec(),
+                exponent,
+            },
+        ),
+        cbc(true, vec![0x63; 15]),
+        CardRequest::DomainCreate {
+            threshold: 2,
+            passphrases: vec![b"passphrase-1".to_vec(), b"passphrase-2".to_vec()],
+            replace: false,
+        },
+    ];
+    let seeds = ok.iter().chain(&refused).map(cbor).collect();
+    (seeds, ok_count)
+}
+
 fn card_command_seeds() -> Vec<Vec<u8>> {
     let ec = policy(7, KeySpec::Ec(Curve::P256));
     let blob = blob_for(&ec);
@@ -98,6 +274,9 @@ fn card_command_seeds() -> Vec<Vec<u8>> {
         ),
         vec![0xff, 0x00, 0x13],
     ]
+    .into_iter()
+    .chain(new_card_command_seeds().0)
+    .collect()
 }
 
 /// `[scheme << 1 | mode][object id LE][spec][flags][blob or PKCS#8]`, the

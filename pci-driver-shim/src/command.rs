@@ -432,6 +432,21 @@ pub enum CardRequest {
         #[n(5)]
         derived: KeyPolicy,
     },
+    /// The tag of one replication change (HMAC-SHA256 under another key
+    /// derived from the domain key than the backup tag's, so neither tag
+    /// passes for the other) over `digest`, the SHA-256 of the change the
+    /// daemon encodes: answered as [`CardRequest::BackupTag`] is. A box
+    /// tags what it sends; the receiving box's card verifies it, so only
+    /// a card of the domain can make a change other boxes accept.
+    #[n(32)]
+    ReplicaTag {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        digest: Bytes,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        expected: Option<Bytes>,
+    },
     /// The public key of the domain's TLS certificate authority (an
     /// uncompressed P-256 point), answered with [`CardResponse::Bytes`].
     /// The CA key is derived from the domain key, so every card of the
@@ -483,6 +498,31 @@ pub enum CardRequest {
         #[n(4)]
         new_policy: KeyPolicy,
     },
+    /// C_Encrypt with CKM_RSA_PKCS_OAEP for the hash pairs aws-lc-rs lacks
+    /// (SHA-224, or an MGF1 hash other than the label hash), which the
+    /// module cannot do itself: encrypt `input` to the RSA public key
+    /// (`modulus`, `exponent`: big-endian, as CKA_MODULUS and
+    /// CKA_PUBLIC_EXPONENT). A public operation; no blob is involved.
+    /// Answered with [`CardResponse::Bytes`].
+    #[n(35)]
+    OaepEncrypt {
+        #[n(0)]
+        #[cbor(with = "minicbor::bytes")]
+        modulus: Bytes,
+        #[n(1)]
+        #[cbor(with = "minicbor::bytes")]
+        exponent: Bytes,
+        #[n(2)]
+        hash: Hash,
+        #[n(3)]
+        mgf_hash: Hash,
+        #[n(4)]
+        #[cbor(with = "minicbor::bytes")]
+        label: Bytes,
+        #[n(5)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
 }
 
 /// How [`CardRequest::DeriveEcdh`] turns the shared secret Z into a key
@@ -509,8 +549,8 @@ pub enum WrapAlgorithm {
     /// AES Key Wrap with Padding, RFC 5649 (CKM_AES_KEY_WRAP_PAD / KWP).
     #[n(1)]
     AesKwp,
-    /// RSAES-OAEP with MGF1 over `hash` and `label` (CKM_RSA_PKCS_OAEP);
-    /// secret keys only.
+    /// RSAES-OAEP with label hash `hash`, MGF1 over `mgf_hash` and
+    /// `label` (CKM_RSA_PKCS_OAEP); secret keys only.
     #[n(2)]
     RsaOaep {
         #[n(0)]
@@ -518,6 +558,8 @@ pub enum WrapAlgorithm {
         #[n(1)]
         #[cbor(with = "minicbor::bytes")]
         label: Bytes,
+        #[n(2)]
+        mgf_hash: Hash,
     },
 }
 

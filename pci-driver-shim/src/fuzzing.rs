@@ -7,8 +7,12 @@
 //! one-liners.
 //!
 //! The firmware used here has a fixed master key (see [`firmware`]) so seeds
-//! can carry blobs that open, and RSA key generation is skipped: one 4096-bit
-//! generation costs seconds, which would stall the fuzzer.
+//! can carry blobs that open, and is in a domain with a fixed domain key, so
+//! the domain-bound commands (the TLS CA, export, backup tags) get past the
+//! domain check. RSA key generation is skipped, as are the commands that
+//! would replace the domain: one 4096-bit generation or one share's
+//! passphrase key costs seconds, which would stall the fuzzer, and a new
+//! domain would change what later inputs do.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -26,10 +30,13 @@ use crate::region::SharedRegion;
 
 /// The fixed master key of the fuzzing firmware. Never a real card's.
 pub const FIXED_MASTER_KEY: [u8; 32] = [0x42; 32];
+/// The fixed domain key of the fuzzing firmware. Never a real domain's.
+pub const FIXED_DOMAIN_KEY: [u8; 32] = [0x24; 32];
 const FIXED_SERIAL: &[u8; 16] = b"00000000F0225EED";
 
-/// A firmware instance whose master key is [`FIXED_MASTER_KEY`], with its
-/// state in a per-process temporary directory.
+/// A firmware instance whose master key is [`FIXED_MASTER_KEY`] and domain
+/// key [`FIXED_DOMAIN_KEY`], with its state in a per-process temporary
+/// directory (in the card's state file formats, `firmware::state_file`).
 pub fn firmware() -> &'static Firmware {
     static FIRMWARE: OnceLock<Firmware> = OnceLock::new();
     FIRMWARE.get_or_init(|| {
@@ -40,6 +47,9 @@ pub fn firmware() -> &'static Firmware {
         state.extend_from_slice(&FIXED_MASTER_KEY);
         state.extend_from_slice(FIXED_SERIAL);
         std::fs::write(dir.join("card-state"), state).expect("write the fuzzing card state");
+        let mut domain = b"MSCD\x01".to_vec();
+        domain.extend_from_slice(&FIXED_DOMAIN_KEY);
+        std::fs::write(dir.join("card-domain"), domain).expect("write the fuzzing domain");
         Firmware::start(&dir, false).expect("the fuzzing firmware starts")
     })
 }
@@ -47,10 +57,17 @@ pub fn firmware() -> &'static Firmware {
 /// The card's command decoder and dispatcher: any bytes in a data slot.
 /// Whatever it answers must itself decode as a `CardResult`.
 pub fn card_command(data: &[u8]) {
-    if let Ok(CardRequest::GenerateKeyPair { policy }) = minicbor::decode::<CardRequest>(data) {
-        if matches!(policy.spec, KeySpec::Rsa { .. }) {
-            return;
+    match minicbor::decode::<CardRequest>(data) {
+        Ok(CardRequest::GenerateKeyPair { policy })
+            if matches!(policy.spec, KeySpec::Rsa { .. }) =>
+        {
+            return
         }
+        Ok(
+            CardRequest::DomainCreate { replace: true, .. }
+            | CardRequest::DomainJoin { replace: true, .. },
+        ) => return,
+        _ => {}
     }
     let answer = firmware().execute(data);
     minicbor::decode::<CardResult>(&answer).expect("the firmware's answer decodes");
@@ -281,5 +298,28 @@ mod tests {
         }
         // A ring program: submit, answer, reap, collect.
         card_ring(&[0, 5, 1, 4, 5]);
+    }
+
+    #[test]
+    fn the_fuzzing_card_is_in_its_fixed_domain() {
+        let ask = |request: &CardRequest| {
+            let encoded = minicbor::to_vec(request).expect("encoding into a Vec");
+            minicbor::decode::<CardResult>(&firmware().execute(&encoded)).expect("decodes")
+        };
+        match ask(&CardRequest::DomainCaPublic) {
+            CardResult::Ok(CardResponse::Bytes(point)) => {
+                assert_eq!((point.len(), point[0]), (65, 4));
+            }
+            other => panic!("no domain CA: {other:?}"),
+        }
+        let create = CardRequest::DomainCreate {
+            threshold: 2,
+            passphrases: vec![b"passphrase-1".to_vec(), b"passphrase-2".to_vec()],
+            replace: false,
+        };
+        assert_eq!(
+            ask(&create),
+            CardResult::Err(crate::command::CardFault::DomainExists)
+        );
     }
 }

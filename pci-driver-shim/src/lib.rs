@@ -11,8 +11,9 @@
 //!   the watchdog).
 //! - [`device`]: [`Device`], the one trait a backend implements (region,
 //!   doorbell, interrupt).
-//! - [`region`]: the shared-memory layout and its SPSC rings; the crate's
-//!   only `unsafe` code.
+//! - [`region`]: the shared-memory layout and its SPSC rings; with
+//!   `firmware::oaep_any_hash` (aws-lc's EVP calls for RSA-OAEP hash pairs
+//!   aws-lc-rs lacks), the crate's only `unsafe` code.
 //! - [`emulator`]: the software emulator backend — host side
 //!   ([`spawn_emulator`], [`connect_emulator`]) and, in
 //!   [`emulator::server`], the card side run by the `mesign-card-emu`

@@ -59,6 +59,62 @@ fn main() -> std::io::Result<()> {
             },
             input: vec![9; 32],
         },
+        RequestBody::DeriveKey {
+            session: 1,
+            mechanism: 0x1050,
+            base: 2,
+            params: EcdhParams {
+                kdf: 6,
+                shared_data: b"info".to_vec(),
+                public_data: [&[4u8][..], &[0x11; 64]].concat(),
+            },
+            template: vec![Attribute {
+                ty: 0x161,
+                value: 32u64.to_le_bytes().to_vec(),
+            }],
+        },
+        RequestBody::WrapKey {
+            session: 1,
+            mechanism: WrapMechanism::RsaOaep {
+                hash: HashAlg::Sha256,
+                mgf_hash: HashAlg::Sha1,
+                label: b"label".to_vec(),
+            },
+            wrapping: 3,
+            key: 4,
+        },
+        RequestBody::UnwrapKey {
+            session: 1,
+            mechanism: WrapMechanism::AesKeyWrapPad,
+            unwrapping: 3,
+            wrapped: vec![0xa6; 40],
+            template: vec![Attribute {
+                ty: 0x4000_0212,
+                value: attr::attribute_array_value(&[Attribute {
+                    ty: 0x103,
+                    value: vec![1],
+                }]),
+            }],
+        },
+        RequestBody::DomainCaPublic { slot: 0 },
+        RequestBody::DomainCaSign {
+            session: 1,
+            tbs: vec![0x30, 3, 2, 1, 1],
+        },
+        RequestBody::ReplicaVersions { slot: 0 },
+        RequestBody::ReplicaApply {
+            slot: 0,
+            change: Box::new(ReplicaChange {
+                version: ReplicaVersion {
+                    unique_id: "0123456789abcdef".into(),
+                    version: 3,
+                    digest: vec![0; 32],
+                    deleted: true,
+                },
+                object: None,
+                tag: vec![0; 32],
+            }),
+        },
     ];
     let replies = [
         ReplyResult::Ok(ReplyBody::Done),

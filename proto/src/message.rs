@@ -668,6 +668,24 @@ pub enum RequestBody {
         #[n(4)]
         template: Vec<Attribute>,
     },
+    /// C_Encrypt with CKM_RSA_PKCS_OAEP for the hash pairs the module
+    /// cannot do itself (SHA-224, or an MGF1 hash other than the label
+    /// hash): the card encrypts `input` to the RSA public key `key`. The
+    /// daemon checks the key's visibility (a public object needs no login),
+    /// CKA_ENCRYPT and CKA_ALLOWED_MECHANISMS. `scheme` is always
+    /// [`DecryptScheme::RsaOaep`]. Answered with [`ReplyBody::Bytes`].
+    #[n(93)]
+    OaepEncrypt {
+        #[n(0)]
+        session: u64,
+        #[n(1)]
+        key: u64,
+        #[n(2)]
+        scheme: DecryptScheme,
+        #[n(3)]
+        #[cbor(with = "minicbor::bytes")]
+        input: Bytes,
+    },
 }
 
 /// `CK_ECDH1_DERIVE_PARAMS` as it travels: the KDF (CKD_*), the shared
@@ -695,7 +713,8 @@ pub enum WrapMechanism {
     /// CKM_AES_KEY_WRAP_PAD / CKM_AES_KEY_WRAP_KWP (RFC 5649).
     #[n(1)]
     AesKeyWrapPad,
-    /// CKM_RSA_PKCS_OAEP with MGF1 over `hash` and the label `label`.
+    /// CKM_RSA_PKCS_OAEP with label hash `hash`, MGF1 over `mgf_hash` and
+    /// the label `label`.
     #[n(2)]
     RsaOaep {
         #[n(0)]
@@ -703,6 +722,8 @@ pub enum WrapMechanism {
         #[n(1)]
         #[cbor(with = "minicbor::bytes")]
         label: Bytes,
+        #[n(2)]
+        mgf_hash: HashAlg,
     },
 }
 
@@ -996,11 +1017,16 @@ pub struct ReplicaVersion {
 
 /// One change of a token object as it travels between boxes: the new
 /// version, and the object (keys as domain-wrapped blobs bound to the
-/// attributes, as in a backup), or `None` for a deletion.
+/// attributes, as in a backup), or `None` for a deletion; `tag` is the
+/// sending card's domain tag over both (the receiving card checks it
+/// before anything is applied).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct ReplicaChange {
     #[n(0)]
     pub version: ReplicaVersion,
     #[n(1)]
     pub object: Option<crate::backup::BackupObject>,
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub tag: Bytes,
 }

@@ -97,9 +97,8 @@ pub enum Divergence {
     /// CKR_ARGUMENTS_BAD; C_DecryptInit checks only the MGF, decrypts with
     /// SHA-1 whatever hashAlg says (CKR_GENERAL_ERROR for a SHA-2
     /// ciphertext) and ignores the label (a ciphertext made with another label still decrypts). Ours
-    /// decrypts and encrypts OAEP with SHA-1/256/384/512 (MGF1 over the same
-    /// hash) and any label, and answers the parameter sets it lacks with
-    /// CKR_MECHANISM_PARAM_INVALID.
+    /// decrypts and encrypts OAEP with every SHA-1/224/256/384/512 label
+    /// hash and MGF1 hash, in any combination, and any label.
     SoftHsmOaepOnlySha1WithoutLabel,
     /// CKM_RSA_PKCS decryption of a ciphertext with invalid padding:
     /// SoftHSMv2 (on OpenSSL 3.0) answers CKR_GENERAL_ERROR, which
@@ -150,6 +149,25 @@ pub enum Divergence {
     /// attribute of the unwrap template; ours gives the new key the union
     /// of both, as PKCS#11 3.0 §4.9 says, and refuses only contradictions.
     SoftHsmUnwrapTemplateNotMerged,
+    /// C_UnwrapKey with CKA_EXTRACTABLE true: SoftHSMv2 makes the
+    /// extractable key under any unwrapping key, so whoever may unwrap
+    /// under K wraps the new key out again under a key they know, and every
+    /// key ever wrapped under K comes out in clear (with an unwrap-only RSA
+    /// key: any OAEP ciphertext of up to a key's length, unwrapped as a
+    /// generic secret). Ours makes unwrapped keys unextractable unless the
+    /// unwrapping key's CKA_UNWRAP_TEMPLATE says CKA_EXTRACTABLE true, and
+    /// refuses a template asking for more with CKR_TEMPLATE_INCONSISTENT.
+    SoftHsmUnwrapsExtractableKeys,
+    /// CKA_TRUSTED on a secret key of known value: SoftHSMv2 lets the SO
+    /// import one with CKA_TRUSTED true (C_CreateObject), and a
+    /// CKA_WRAP_WITH_TRUSTED key then leaves under it into the importer's
+    /// hands; it takes CKA_TRUSTED only at creation (C_SetAttributeValue:
+    /// CKR_ATTRIBUTE_READ_ONLY). Ours takes no CKA_TRUSTED at creation of
+    /// a secret key (CKR_ATTRIBUTE_READ_ONLY), lets the SO set it on public
+    /// keys and on secret keys with CKA_LOCAL and CKA_NEVER_EXTRACTABLE
+    /// true only (CKR_ATTRIBUTE_VALUE_INVALID otherwise), and never wraps a
+    /// trusted key.
+    SoftHsmTrustsKeysOfKnownValue,
 }
 
 impl Divergence {
@@ -184,6 +202,8 @@ impl Divergence {
             Divergence::SoftHsmPadsWrappedPkcs8 => Kind::SoftHsm,
             Divergence::SoftHsmAllowsConflictingKeyRoles => Kind::SoftHsm,
             Divergence::SoftHsmUnwrapTemplateNotMerged => Kind::SoftHsm,
+            Divergence::SoftHsmUnwrapsExtractableKeys => Kind::SoftHsm,
+            Divergence::SoftHsmTrustsKeysOfKnownValue => Kind::SoftHsm,
         }
     }
 
@@ -270,6 +290,12 @@ impl Divergence {
             }
             Divergence::SoftHsmUnwrapTemplateNotMerged => {
                 "SoftHSMv2 wants CKA_UNWRAP_TEMPLATE restated in C_UnwrapKey's template"
+            }
+            Divergence::SoftHsmUnwrapsExtractableKeys => {
+                "SoftHSMv2 unwraps extractable keys under any key: unwrap-then-wrap works"
+            }
+            Divergence::SoftHsmTrustsKeysOfKnownValue => {
+                "SoftHSMv2 lets the SO import a trusted key of known value: CKA_WRAP_WITH_TRUSTED keys leave under it"
             }
             Divergence::SoftHsmFileStoreScale => {
                 "SoftHSMv2's file store is too slow for 10,000 token objects; 100, untimed"

@@ -487,6 +487,164 @@ fn an_unwrapping_rsa_key_does_not_decrypt(t: &Target) {
     }
 }
 
+/// Unwrap-then-wrap: whoever may unwrap under K unwraps a key that was
+/// wrapped under K as extractable and wraps it out again under a key they
+/// know, so every key ever wrapped under K comes out in clear. With an
+/// unwrap-only RSA key the same steps decrypt any short OAEP ciphertext
+/// (unwrapped as a generic secret). Ours refuses the extractable unwrap
+/// (CKR_TEMPLATE_INCONSISTENT) unless K's CKA_UNWRAP_TEMPLATE allows it,
+/// and the key it does unwrap does not leave (CKR_KEY_UNEXTRACTABLE).
+fn unwrap_then_wrap_is_refused(t: &Target) {
+    let s = t.user_session();
+    let softhsm = t.diverges(Divergence::SoftHsmUnwrapsExtractableKeys);
+    let k = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(32.into()),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+            ],
+        )
+        .expect("the unwrapping key K");
+    let wrapped = s
+        .wrap_key(&Mechanism::AesKeyWrap, k, victim(&s, &[]))
+        .expect("the victim wrapped under K");
+    let known = secret_key(
+        &s,
+        &KNOWN,
+        &[
+            Attribute::Wrap(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+        ],
+    )
+    .expect("the attacker's wrapping key");
+    let new_key = |key_type: KeyType, extractable: bool| {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(false),
+            Attribute::Extractable(extractable),
+        ]
+    };
+    let exportable = s.unwrap_key(
+        &Mechanism::AesKeyWrap,
+        k,
+        &wrapped,
+        &new_key(KeyType::AES, true),
+    );
+    if softhsm {
+        let copy = exportable.expect("SoftHSMv2 unwraps an extractable key");
+        let out = s.wrap_key(&Mechanism::AesKeyWrap, known, copy).unwrap();
+        assert_eq!(
+            aes_kw::KekAes128::from(KNOWN).unwrap_vec(&out).unwrap(),
+            SECRET,
+            "the victim key came out in clear"
+        );
+    } else {
+        expect_rv(exportable, RvError::TemplateInconsistent);
+        let copy = s
+            .unwrap_key(
+                &Mechanism::AesKeyWrap,
+                k,
+                &wrapped,
+                &new_key(KeyType::AES, false),
+            )
+            .expect("an unextractable unwrap");
+        expect_rv(
+            s.wrap_key(&Mechanism::AesKeyWrap, known, copy),
+            RvError::KeyUnextractable,
+        );
+    }
+
+    // The RSA form: an unwrap-only RSA key as an OAEP decryption oracle.
+    let (public, private) = rsa_pair(
+        &s,
+        &[Attribute::Wrap(true)],
+        &[
+            Attribute::Unwrap(true),
+            Attribute::Decrypt(false),
+            Attribute::Sign(false),
+        ],
+    )
+    .unwrap();
+    let n = bytes(&s, public, AttributeType::Modulus).unwrap();
+    let e = bytes(&s, public, AttributeType::PublicExponent).unwrap();
+    let token_public = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&n),
+        rsa::BigUint::from_bytes_be(&e),
+    )
+    .unwrap();
+    let message = b"for the private key's owner only";
+    let ciphertext = token_public
+        .encrypt(
+            &mut rsa::rand_core::OsRng,
+            rsa::Oaep::new::<sha1::Sha1>(),
+            message,
+        )
+        .unwrap();
+    let opened = s.unwrap_key(
+        &oaep_sha1(),
+        private,
+        &ciphertext,
+        &new_key(KeyType::GENERIC_SECRET, true),
+    );
+    if softhsm {
+        let secret = opened.expect("SoftHSMv2 unwraps an extractable generic secret");
+        let out = s
+            .wrap_key(&Mechanism::AesKeyWrapPad, known, secret)
+            .unwrap();
+        assert_eq!(
+            aes_kw::KekAes128::from(KNOWN)
+                .unwrap_with_padding_vec(&out)
+                .unwrap(),
+            message,
+            "the ciphertext came out decrypted"
+        );
+    } else {
+        expect_rv(opened, RvError::TemplateInconsistent);
+    }
+
+    // The owner's choice: a key whose CKA_UNWRAP_TEMPLATE says
+    // CKA_EXTRACTABLE true unwraps extractable keys, on both tokens.
+    let label = format!("exporting unwrapping key of {}", t.kind().name());
+    let flat: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> = vec![
+        (CKA_LABEL, label.as_bytes().to_vec()),
+        (CKA_CLASS, c_ulong(CKO_SECRET_KEY)),
+        (CKA_KEY_TYPE, c_ulong(CKK_AES)),
+        (CKA_TOKEN, c_bool(false)),
+        (CKA_VALUE, SECRET.to_vec()),
+        (CKA_WRAP, c_bool(true)),
+        (CKA_UNWRAP, c_bool(true)),
+        (CKA_ENCRYPT, c_bool(false)),
+        (CKA_DECRYPT, c_bool(false)),
+    ];
+    let allows = vec![(CKA_EXTRACTABLE, c_bool(true))];
+    let (rv, _) = t
+        .raw()
+        .create_object_nested(s.handle(), &flat, &[(CKA_UNWRAP_TEMPLATE, allows)]);
+    assert_eq!(rv, CKR_OK, "C_CreateObject with CKA_UNWRAP_TEMPLATE");
+    let exporting = find(&s, &[Attribute::Label(label.into_bytes())])[0];
+    let wrapped = aes_kw::KekAes256::from(SECRET).wrap_vec(&KNOWN).unwrap();
+    let moved = s
+        .unwrap_key(
+            &Mechanism::AesKeyWrap,
+            exporting,
+            &wrapped,
+            &new_key(KeyType::AES, true),
+        )
+        .expect("an extractable unwrap the unwrap template allows");
+    let out = s.wrap_key(&Mechanism::AesKeyWrap, known, moved).unwrap();
+    assert_eq!(
+        aes_kw::KekAes128::from(KNOWN).unwrap_vec(&out).unwrap(),
+        KNOWN
+    );
+}
+
 conformance!(ready =>
     wrap_and_decrypt_on_one_key_is_refused_at_creation,
     public_wrap_private_decrypt_is_refused,
@@ -495,4 +653,5 @@ conformance!(ready =>
     wrap_under_an_attacker_known_key_is_refused,
     unwrap_into_a_weaker_key_is_refused,
     an_unwrapping_rsa_key_does_not_decrypt,
+    unwrap_then_wrap_is_refused,
 );

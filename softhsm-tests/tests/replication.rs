@@ -500,6 +500,31 @@ fn two_boxes_replicate_over_mutual_tls_and_nothing_else_gets_in() {
     let signature = p256::ecdsa::Signature::from_slice(&signature).unwrap();
     key.verify_prehash(&digest, &signature)
         .expect("B's signature verifies with A's public key");
+    // A renamed key travels as a new domain blob bound to the new
+    // attributes, which B's card rewraps: it still signs there.
+    let rename_key = RequestBody::SetAttributes {
+        session: sa,
+        object: private,
+        template: vec![attr(CKA_LABEL, b"repl-ec-renamed".to_vec())],
+    };
+    on_a.call(rename_key).unwrap();
+    assert_eq!(
+        on_b.attribute(sb, on_b_key[0], CKA_LABEL),
+        b"repl-ec-renamed"
+    );
+    let sign = RequestBody::Sign {
+        session: sb,
+        key: on_b_key[0],
+        mechanism: CKM_ECDSA,
+        scheme: SignScheme::Ecdsa,
+        input: digest.clone(),
+    };
+    let Ok(ReplyBody::Bytes(signature)) = on_b.call(sign) else {
+        panic!("signing on B after the rename: {}", b.log())
+    };
+    let signature = p256::ecdsa::Signature::from_slice(&signature).unwrap();
+    key.verify_prehash(&digest, &signature)
+        .expect("the renamed key still signs on B");
     // The unique id is the token's: a template may not set it.
     let forged = RequestBody::CreateObject {
         session: sa,
@@ -592,6 +617,115 @@ fn two_boxes_replicate_over_mutual_tls_and_nothing_else_gets_in() {
     assert_eq!(
         local.call(RequestBody::ReplicaVersions { slot: 0 }),
         Err(CKR_FUNCTION_REJECTED)
+    );
+
+    // A box certificate alone (B's TLS key, say, copied off the box) makes
+    // no change: without the tag of a card of the domain, a deletion and a
+    // planted trusted wrapping key are refused and change nothing.
+    let box_b = (b.dir.join("certs/box-b.crt"), b.dir.join("certs/box-b.key"));
+    let mut thief = Wire::tls(a.port, &ca, Some((box_b.0.as_path(), box_b.1.as_path()))).unwrap();
+    let Ok(ReplyBody::ReplicaVersions(versions)) =
+        thief.call(RequestBody::ReplicaVersions { slot: 0 })
+    else {
+        panic!("a box may ask for versions")
+    };
+    let cert_version = versions
+        .iter()
+        .find(|v| v.unique_id.as_bytes() == cert_unique)
+        .expect("the certificate's version")
+        .version;
+    let forged_deletion = mesign_proto::ReplicaChange {
+        version: mesign_proto::ReplicaVersion {
+            unique_id: String::from_utf8(cert_unique.clone()).unwrap(),
+            version: cert_version + 1,
+            digest: vec![0xff; 32],
+            deleted: true,
+        },
+        object: None,
+        tag: vec![0; 32],
+    };
+    let planted: Vec<Attribute> = vec![
+        attr(CKA_CLASS, ulong_value(CKO_PUBLIC_KEY)),
+        attr(CKA_TOKEN, bool_value(true)),
+        attr(CKA_LABEL, b"planted".to_vec()),
+        attr(CKA_WRAP, bool_value(true)),
+        attr(CKA_TRUSTED, bool_value(true)),
+        attr(CKA_UNIQUE_ID, b"00112233445566778899aabbccddeeff".to_vec()),
+    ];
+    let mut sorted = planted.clone();
+    sorted.sort_by_key(|a| a.ty);
+    let forged_creation = mesign_proto::ReplicaChange {
+        version: mesign_proto::ReplicaVersion {
+            unique_id: "00112233445566778899aabbccddeeff".into(),
+            version: 1,
+            digest: softhsm_tests::verify::sha256(&mesign_proto::attr::attribute_array_value(
+                &sorted,
+            )),
+            deleted: false,
+        },
+        object: Some(mesign_proto::backup::BackupObject {
+            attributes: sorted,
+            key: None,
+        }),
+        tag: vec![0; 32],
+    };
+    for change in [forged_deletion, forged_creation] {
+        let apply = RequestBody::ReplicaApply {
+            slot: 0,
+            change: Box::new(change),
+        };
+        assert_eq!(thief.call(apply), Err(CKR_SIGNATURE_INVALID));
+    }
+    assert_eq!(
+        on_a.find(sa, labelled(CKO_CERTIFICATE, "repl-cert")),
+        cert_a
+    );
+    assert!(on_a
+        .find(sa, labelled(CKO_PUBLIC_KEY, "planted"))
+        .is_empty());
+    let refused = a.ok(&["audit", "show"]);
+    assert!(
+        refused.contains("replication_refused") && refused.contains("card tag"),
+        "A's audit log names the forgeries:\n{refused}"
+    );
+
+    // A properly tagged change must still pass the local rules: B's SO
+    // marks a public key trusted on B, and A (where only its own SO may do
+    // that) refuses the change.
+    on_b.call(RequestBody::Logout { session: sb }).unwrap();
+    let mut so_on_b = Wire::tls(b.port, &ca, signer).unwrap();
+    let Ok(ReplyBody::Session(so_session)) = so_on_b.call(RequestBody::OpenSession {
+        slot: 0,
+        flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
+    }) else {
+        panic!("session on B")
+    };
+    so_on_b
+        .call(RequestBody::Login {
+            session: so_session,
+            user_type: CKU_SO,
+            pin: SO_PIN.as_bytes().to_vec(),
+        })
+        .unwrap();
+    let public_on_b = so_on_b.find(so_session, labelled(CKO_PUBLIC_KEY, "repl-ec"));
+    assert_eq!(public_on_b.len(), 1);
+    let trust = RequestBody::SetAttributes {
+        session: so_session,
+        object: public_on_b[0],
+        template: vec![attr(CKA_TRUSTED, bool_value(true))],
+    };
+    let refusals = |x: &HsmBox| {
+        x.ok(&["audit", "show"])
+            .matches("replication_refused")
+            .count()
+    };
+    let before = refusals(&a);
+    so_on_b.call(trust).unwrap();
+    eventually("A refuses B's trusted mark", || refusals(&a) > before);
+    assert_eq!(
+        on_a.attribute(sa, public, CKA_TRUSTED),
+        bool_value(false),
+        "still untrusted on A"
     );
 
     // Refused at the handshake: no certificate, a self-signed one, one of

@@ -10,6 +10,15 @@
 //! of the attributes bound; the receiving card rewraps them under its own
 //! master key. Session objects and C_InitToken are local to a box.
 //!
+//! A box certificate only opens the connection: every change carries a
+//! tag its sending card computes under a key derived from the domain key
+//! over the version, the attributes and the key blob ([`change_digest`]),
+//! and the receiving card verifies it before anything is applied, so a
+//! stolen TLS key without a card of the domain cannot forge changes. A
+//! change of an object this box holds must also pass the rules a local
+//! C_SetAttributeValue by the user would (`Hsm::replica_apply`); a refused
+//! change is audited as `replication_refused`.
+//!
 //! Modes (`[replication] mode`): **async** acknowledges at once and sends
 //! in the background; **both** sends before the change commits and fails
 //! the call with CKR_DEVICE_ERROR, without making the change, when a peer
@@ -55,6 +64,10 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// A connected worker re-checks everything this often, in case a change
 /// was missed (e.g. a commit that failed after its version was raised).
 const RESYNC: Duration = Duration::from_secs(30);
+/// How far a peer's version may run ahead of ours: a box makes far fewer
+/// changes of one object than this, and the counter must never near its
+/// end (a tombstone of an object this box never held is taken as is).
+const MAX_VERSION_STEP: u64 = 1 << 32;
 
 /// One object's part of a local commit: its new state, `None` if deleted.
 pub struct LocalChange {
@@ -118,6 +131,20 @@ fn digest_of_backup(object: &BackupObject) -> Vec<u8> {
     digest::digest(&digest::SHA256, &bytes).as_ref().to_vec()
 }
 
+/// The version after `old` (1 for a new object); `None` at the end of the
+/// counter, which only a peer could have pushed us to.
+fn next_version(old: Option<&ReplicaVersion>) -> Option<u64> {
+    old.map_or(Some(1), |o| o.version.checked_add(1))
+}
+
+/// SHA-256 of what a change's card tag binds: its version (unique id,
+/// number, attribute digest, deletion) and the object as it travels
+/// (every attribute, the key's domain blob and policy).
+pub fn change_digest(version: &ReplicaVersion, object: &Option<BackupObject>) -> Vec<u8> {
+    let bytes = minicbor::to_vec((version, object)).expect("encoding into a Vec is infallible");
+    digest::digest(&digest::SHA256, &bytes).as_ref().to_vec()
+}
+
 fn store_error(e: redb::Error) -> HsmError {
     tracing::error!(error = %e, "replication state");
     HsmError::Internal
@@ -142,13 +169,14 @@ impl Replicator {
                 .filter_map(|(unique_id, object)| {
                     let digest = digest_of(object);
                     let old = known.get(unique_id);
-                    (old.map(|o| (&o.digest, o.deleted)) != Some((&digest, false))).then(|| {
-                        ReplicaVersion {
-                            unique_id: unique_id.clone(),
-                            version: old.map_or(1, |o| o.version + 1),
-                            digest,
-                            deleted: false,
-                        }
+                    if old.map(|o| (&o.digest, o.deleted)) == Some((&digest, false)) {
+                        return None;
+                    }
+                    Some(ReplicaVersion {
+                        unique_id: unique_id.clone(),
+                        version: next_version(old)?,
+                        digest,
+                        deleted: false,
                     })
                 })
                 .collect();
@@ -283,7 +311,29 @@ impl Replicator {
             }
             _ => return Ok(()),
         };
-        self.send(peer, slot, ReplicaChange { version, object })
+        let change = match Self::tagged(&hsm, slot, version, object) {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(error = %e, unique_id, "cannot tag for replication");
+                return Ok(());
+            }
+        };
+        self.send(peer, slot, change)
+    }
+
+    /// A change as it travels, tagged by this box's card.
+    fn tagged(
+        hsm: &Hsm,
+        slot: u64,
+        version: ReplicaVersion,
+        object: Option<BackupObject>,
+    ) -> Result<ReplicaChange, HsmError> {
+        let tag = hsm.replica_tag(slot, change_digest(&version, &object))?;
+        Ok(ReplicaChange {
+            version,
+            object,
+            tag,
+        })
     }
 
     fn send(&self, peer: &Peer, slot: u64, change: ReplicaChange) -> Result<(), PeerError> {
@@ -335,20 +385,24 @@ impl Replicator {
     }
 
     /// The versions a local change raises its objects to.
-    fn next_versions(&self, slot: u64, changes: &[LocalChange]) -> Vec<ReplicaVersion> {
+    fn next_versions(
+        &self,
+        slot: u64,
+        changes: &[LocalChange],
+    ) -> Result<Vec<ReplicaVersion>, HsmError> {
         changes
             .iter()
             .map(|change| {
                 let old = self.versions.get(slot, &change.unique_id).ok().flatten();
-                ReplicaVersion {
+                Ok(ReplicaVersion {
                     unique_id: change.unique_id.clone(),
-                    version: old.map_or(1, |o| o.version + 1),
+                    version: next_version(old.as_ref()).ok_or(HsmError::Internal)?,
                     digest: change
                         .object
                         .as_ref()
                         .map_or(DELETED_DIGEST.to_vec(), digest_of),
                     deleted: change.object.is_none(),
-                }
+                })
             })
             .collect()
     }
@@ -369,10 +423,7 @@ impl Replicator {
                 None => None,
                 Some(object) => Some(hsm.replica_export(slot, object)?),
             };
-            outgoing.push(ReplicaChange {
-                version: version.clone(),
-                object,
-            });
+            outgoing.push(Self::tagged(&hsm, slot, version.clone(), object)?);
         }
         let mut failed = 0;
         for peer in &self.peers {
@@ -397,14 +448,14 @@ impl ChangeHook for Replicator {
             // One lock for reading and raising, so that two changes of one
             // object on this box never get the same version.
             let _guard = lock(&self.versions_lock);
-            let versions = self.next_versions(slot, changes);
+            let versions = self.next_versions(slot, changes)?;
             return self.versions.put(slot, &versions).map_err(store_error);
         }
         // Not held across the network: a peer applying a change here in
         // the meantime must not wait for this box's peers.
         let versions = {
             let _guard = lock(&self.versions_lock);
-            self.next_versions(slot, changes)
+            self.next_versions(slot, changes)?
         };
         self.send_to_all(slot, changes, &versions)?;
         let _guard = lock(&self.versions_lock);
@@ -441,21 +492,48 @@ impl ReplicaService for Replicator {
 }
 
 impl Replicator {
-    /// A peer's change: applied if it supersedes what this box holds.
+    /// A peer's change: applied if its card tag verifies on this box's
+    /// card and it supersedes what this box holds.
     fn apply(&self, slot: u64, change: ReplicaChange) -> Result<bool, HsmError> {
         let hsm = self.hsm()?;
-        let ReplicaChange { version, object } = change;
+        let ReplicaChange {
+            version,
+            object,
+            tag,
+        } = change;
+        let refuse = |reason: &str| {
+            let event = Event::ReplicationRefused {
+                unique_id: version.unique_id.clone(),
+                version: version.version,
+                reason: reason.into(),
+            };
+            hsm.replica_audit(slot, event);
+        };
         let expected = object
             .as_ref()
             .map_or(DELETED_DIGEST.to_vec(), digest_of_backup);
         if version.deleted != object.is_none() || version.digest != expected {
+            refuse("the version does not describe the object");
             return Err(HsmError::DataInvalid);
+        }
+        // Before anything else: only a card of the domain makes changes.
+        if !hsm.replica_tag_verifies(slot, change_digest(&version, &object), tag)? {
+            refuse("the change's card tag does not verify");
+            return Err(HsmError::SignatureInvalid);
         }
         let _guard = lock(&self.versions_lock);
         let ours = self
             .versions
             .get(slot, &version.unique_id)
             .map_err(store_error)?;
+        let ceiling = ours
+            .as_ref()
+            .map_or(0, |o| o.version)
+            .saturating_add(MAX_VERSION_STEP);
+        if version.version > ceiling && !(version.deleted && ours.is_none()) {
+            refuse("the version runs too far ahead of this box's");
+            return Err(HsmError::DataInvalid);
+        }
         if !supersedes(&version, ours.as_ref()) {
             if ours.as_ref() != Some(&version) {
                 let event = Event::ReplicationRefused {
@@ -468,12 +546,7 @@ impl Replicator {
             return Ok(false);
         }
         if let Err(e) = hsm.replica_apply(slot, &version.unique_id, object) {
-            let event = Event::ReplicationRefused {
-                unique_id: version.unique_id.clone(),
-                version: version.version,
-                reason: e.to_string(),
-            };
-            hsm.replica_audit(slot, event);
+            refuse(&e.to_string());
             return Err(e);
         }
         self.versions
@@ -486,5 +559,54 @@ impl Replicator {
         };
         hsm.replica_audit(slot, event);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesign_proto::backup::BackupKey;
+    use mesign_proto::Attribute;
+
+    fn version(n: u64) -> ReplicaVersion {
+        ReplicaVersion {
+            unique_id: "00aa".into(),
+            version: n,
+            digest: vec![1; 32],
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn the_version_counter_never_wraps() {
+        assert_eq!(next_version(None), Some(1));
+        assert_eq!(next_version(Some(&version(41))), Some(42));
+        assert_eq!(next_version(Some(&version(u64::MAX))), None);
+    }
+
+    #[test]
+    fn the_tagged_digest_covers_version_attributes_and_key() {
+        let object = |label: &[u8], blob: Vec<u8>| {
+            Some(BackupObject {
+                attributes: vec![Attribute {
+                    ty: cryptoki_sys::CKA_LABEL,
+                    value: label.to_vec(),
+                }],
+                key: Some(BackupKey {
+                    blob,
+                    policy: vec![7],
+                }),
+            })
+        };
+        let base = change_digest(&version(2), &object(b"k", vec![1]));
+        assert_eq!(base.len(), 32);
+        for other in [
+            change_digest(&version(3), &object(b"k", vec![1])),
+            change_digest(&version(2), &object(b"j", vec![1])),
+            change_digest(&version(2), &object(b"k", vec![2])),
+            change_digest(&version(2), &None),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 }

@@ -27,4 +27,4 @@ pub use init_args::TEST_PANIC_FLAG;
 pub(crate) use init_args::{initialize_args, InitArgs};
 pub use interface::{C_GetFunctionList, C_GetInterface, C_GetInterfaceList};
 pub(crate) use mechanism::{mechanism, RawMechanism};
-pub(crate) use template::{nested_entries, AttrAnswer, Template};
+pub(crate) use template::{AttrAnswer, EntryValue, Template};

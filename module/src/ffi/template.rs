@@ -4,8 +4,26 @@
 use std::ptr;
 
 use cryptoki_sys::{CK_ATTRIBUTE, CK_ATTRIBUTE_TYPE, CK_ULONG, CK_UNAVAILABLE_INFORMATION};
+use mesign_proto::attr::{self, AttrKind};
 
 use crate::error::Error;
+
+/// The value of one entry of an application's template, read out of the
+/// application's memory here, so that no code outside `ffi` follows a
+/// pointer found inside value bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EntryValue<'a> {
+    /// The value bytes as given.
+    Bytes(&'a [u8]),
+    /// A nested template (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE): the
+    /// type and value bytes of each entry of the application's inner
+    /// `CK_ATTRIBUTE` array, one level deep (an inner nested template
+    /// stays bytes, for the caller to refuse). `None` if the value is not
+    /// a whole array of entries or an inner entry is NULL with a length:
+    /// the attribute's value is then invalid, which the caller reports in
+    /// template order.
+    Nested(Option<Vec<(CK_ATTRIBUTE_TYPE, &'a [u8])>>),
+}
 
 /// The answer for one entry of a C_GetAttributeValue template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,18 +68,28 @@ impl Template {
         (0..self.count).map(|i| self.entry(i).type_).collect()
     }
 
-    /// Type and value bytes of every entry, for templates that carry values.
-    /// A NULL value with a non-zero length is a broken pointer argument,
-    /// `CKR_ARGUMENTS_BAD`, as a NULL template with a count is: no value of
-    /// the attribute was offered to be judged.
-    pub(crate) fn entries(&self) -> Result<Vec<(CK_ATTRIBUTE_TYPE, &[u8])>, Error> {
-        (0..self.count)
+    /// Type and value of every entry, for templates that carry values;
+    /// nested templates are resolved into their entries (see
+    /// [`EntryValue`]). A NULL value with a non-zero length is a broken
+    /// pointer argument, `CKR_ARGUMENTS_BAD`, as a NULL template with a
+    /// count is: no value of the attribute was offered to be judged.
+    pub(crate) fn entries(&self) -> Result<Vec<(CK_ATTRIBUTE_TYPE, EntryValue<'_>)>, Error> {
+        let flat = (0..self.count)
             .map(|i| {
                 let a = self.entry(i);
                 let value = super::input(a.pValue.cast::<u8>().cast_const(), a.ulValueLen)?;
                 Ok((a.type_, value))
             })
-            .collect()
+            .collect::<Result<Vec<_>, Error>>()?;
+        // Every top-level pointer is judged before any nested one, so a
+        // broken pointer argument wins over a malformed nested value.
+        Ok(flat
+            .into_iter()
+            .map(|(ty, value)| match attr::kind(ty) {
+                AttrKind::AttributeArray => (ty, EntryValue::Nested(nested_entries(value).ok())),
+                _ => (ty, EntryValue::Bytes(value)),
+            })
+            .collect())
     }
 
     /// Fills every entry from `answers` (one per entry, in order) following
@@ -163,7 +191,7 @@ fn fill_nested(
 /// (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE): `value` is the application's
 /// `CK_ATTRIBUTE` array as the outer template's value, so its length must
 /// be a whole number of entries.
-pub(crate) fn nested_entries(value: &[u8]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, &[u8])>, Error> {
+fn nested_entries(value: &[u8]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, &[u8])>, Error> {
     let size = size_of::<CK_ATTRIBUTE>();
     if value.len() % size != 0 {
         return Err(Error::ArgumentsBad);
@@ -292,6 +320,52 @@ mod tests {
     }
 
     #[test]
+    fn entries_resolve_nested_templates_inside_ffi() {
+        let mut yes = [1u8];
+        let mut inner = [attr(CKA_SENSITIVE, &mut yes)];
+        let mut label = *b"k";
+        let mut odd = [0u8; 5];
+        let mut attrs = [
+            CK_ATTRIBUTE {
+                type_: CKA_UNWRAP_TEMPLATE,
+                pValue: inner.as_mut_ptr().cast(),
+                ulValueLen: size_of_val(&inner) as CK_ULONG,
+            },
+            attr(CKA_LABEL, &mut label),
+            attr(CKA_WRAP_TEMPLATE, &mut odd),
+        ];
+        let t = Template::new(attrs.as_mut_ptr(), 3).unwrap();
+        assert_eq!(
+            t.entries().unwrap(),
+            vec![
+                (
+                    CKA_UNWRAP_TEMPLATE,
+                    EntryValue::Nested(Some(vec![(CKA_SENSITIVE, &[1u8][..])]))
+                ),
+                (CKA_LABEL, EntryValue::Bytes(&b"k"[..])),
+                (CKA_WRAP_TEMPLATE, EntryValue::Nested(None)),
+            ]
+        );
+        // An inner entry NULL with a length makes the nested value invalid,
+        // not the call's arguments bad.
+        let mut broken = [CK_ATTRIBUTE {
+            type_: CKA_SENSITIVE,
+            pValue: ptr::null_mut(),
+            ulValueLen: 1,
+        }];
+        let mut outer = [CK_ATTRIBUTE {
+            type_: CKA_UNWRAP_TEMPLATE,
+            pValue: broken.as_mut_ptr().cast(),
+            ulValueLen: size_of_val(&broken) as CK_ULONG,
+        }];
+        let t = Template::new(outer.as_mut_ptr(), 1).unwrap();
+        assert_eq!(
+            t.entries().unwrap(),
+            vec![(CKA_UNWRAP_TEMPLATE, EntryValue::Nested(None))]
+        );
+    }
+
+    #[test]
     fn entries_read_values_and_reject_null_with_length() {
         let mut v = [1u8, 2];
         let mut attrs = [
@@ -304,7 +378,13 @@ mod tests {
         ];
         let t = Template::new(attrs.as_mut_ptr(), 2).unwrap();
         let e = t.entries().unwrap();
-        assert_eq!(e, vec![(CKA_ID, &[1u8, 2][..]), (CKA_LABEL, &[][..])]);
+        assert_eq!(
+            e,
+            vec![
+                (CKA_ID, EntryValue::Bytes(&[1u8, 2][..])),
+                (CKA_LABEL, EntryValue::Bytes(&[][..]))
+            ]
+        );
         attrs[1].ulValueLen = 4;
         let t = Template::new(attrs.as_mut_ptr(), 2).unwrap();
         assert_eq!(t.entries().unwrap_err(), Error::ArgumentsBad);

@@ -16,9 +16,10 @@
 //!
 //! OAEP needs no such measure beyond aws-lc's constant-time decoding (its
 //! failure is indistinguishable by cause); a ciphertext that does not
-//! decode is refused. aws-lc-rs offers OAEP only with MGF1 over the same
-//! hash as the label hash, for SHA-1/256/384/512; other combinations are
-//! refused as bad parameters rather than computed by hand.
+//! decode is refused. The four pairs aws-lc-rs offers (MGF1 over the label
+//! hash, SHA-1/256/384/512) take its reviewed path; SHA-224 and differing
+//! MGF1 hashes go to aws-lc's EVP interface ([`super::oaep_any_hash`]),
+//! with the same single fault for every decoding failure.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +33,7 @@ use aws_lc_rs::rsa::{
 use zeroize::Zeroizing;
 
 use super::keys::LoadedKey;
+use super::oaep_any_hash;
 use crate::command::{CardFault, DecryptScheme, Hash};
 
 /// The label under which the implicit-rejection key is derived from the
@@ -157,7 +159,11 @@ pub fn decrypt(
             mgf_hash,
             label,
         } => {
-            let algorithm = oaep_algorithm(*hash, *mgf_hash)?;
+            let Some(algorithm) = oaep_algorithm(*hash, *mgf_hash) else {
+                let pkcs8 = pair.as_der().map_err(|_| CardFault::Internal)?;
+                return oaep_any_hash::decrypt(pkcs8.as_ref(), *hash, *mgf_hash, label, input)
+                    .map(|message| message.to_vec());
+            };
             let key = OaepPrivateDecryptingKey::new(private).map_err(|_| CardFault::Internal)?;
             let label = (!label.is_empty()).then_some(label.as_slice());
             key.decrypt(algorithm, input, &mut out, label)
@@ -168,14 +174,15 @@ pub fn decrypt(
 }
 
 /// The OAEP variants aws-lc-rs offers: MGF1 over the label hash, SHA-1 or
-/// SHA-2 but not SHA-224.
-pub fn oaep_algorithm(hash: Hash, mgf_hash: Hash) -> Result<&'static OaepAlgorithm, CardFault> {
+/// SHA-2 but not SHA-224. The other pairs go through
+/// [`super::oaep_any_hash`].
+pub fn oaep_algorithm(hash: Hash, mgf_hash: Hash) -> Option<&'static OaepAlgorithm> {
     match (hash, mgf_hash) {
-        (Hash::Sha1, Hash::Sha1) => Ok(&OAEP_SHA1_MGF1SHA1),
-        (Hash::Sha256, Hash::Sha256) => Ok(&OAEP_SHA256_MGF1SHA256),
-        (Hash::Sha384, Hash::Sha384) => Ok(&OAEP_SHA384_MGF1SHA384),
-        (Hash::Sha512, Hash::Sha512) => Ok(&OAEP_SHA512_MGF1SHA512),
-        _ => Err(CardFault::BadParameters),
+        (Hash::Sha1, Hash::Sha1) => Some(&OAEP_SHA1_MGF1SHA1),
+        (Hash::Sha256, Hash::Sha256) => Some(&OAEP_SHA256_MGF1SHA256),
+        (Hash::Sha384, Hash::Sha384) => Some(&OAEP_SHA384_MGF1SHA384),
+        (Hash::Sha512, Hash::Sha512) => Some(&OAEP_SHA512_MGF1SHA512),
+        _ => None,
     }
 }
 
@@ -273,6 +280,73 @@ mod tests {
     }
 
     #[test]
+    fn the_card_encrypts_oaep_pairs_the_module_lacks_for_its_own_decryption() {
+        use crate::command::{CardRequest, CardResponse, CardResult, KeyPolicy, PublicKey};
+        use crate::firmware::Firmware;
+        let dir = tempfile::tempdir().unwrap();
+        let fw = Firmware::start(dir.path(), false).unwrap();
+        let run = |request: CardRequest| -> CardResult {
+            minicbor::decode(&fw.execute(&minicbor::to_vec(&request).unwrap())).unwrap()
+        };
+        let policy = KeyPolicy {
+            object_id: 3,
+            spec: KeySpec::Rsa { bits: 2048 },
+            sign: false,
+            decrypt: true,
+            unwrap: false,
+            derive: false,
+            sensitive: true,
+            extractable: false,
+            secret: None,
+        };
+        let CardResult::Ok(CardResponse::KeyPair {
+            blob,
+            public: PublicKey::Rsa { modulus, exponent },
+        }) = run(CardRequest::GenerateKeyPair {
+            policy: policy.clone(),
+        })
+        else {
+            panic!("no key pair")
+        };
+        let encrypt = |modulus: &[u8], input: &[u8]| {
+            run(CardRequest::OaepEncrypt {
+                modulus: modulus.to_vec(),
+                exponent: exponent.clone(),
+                hash: Hash::Sha224,
+                mgf_hash: Hash::Sha512,
+                label: b"l".to_vec(),
+                input: input.to_vec(),
+            })
+        };
+        let CardResult::Ok(CardResponse::Bytes(ct)) = encrypt(&modulus, b"cek") else {
+            panic!("no ciphertext")
+        };
+        let decrypt = CardRequest::Decrypt {
+            blob,
+            policy,
+            scheme: DecryptScheme::RsaOaep {
+                hash: Hash::Sha224,
+                mgf_hash: Hash::Sha512,
+                label: b"l".to_vec(),
+            },
+            input: ct,
+        };
+        assert_eq!(
+            run(decrypt),
+            CardResult::Ok(CardResponse::Bytes(b"cek".to_vec()))
+        );
+        // Too long for one block (k − 2·28 − 2 = 198), and not a key.
+        assert_eq!(
+            encrypt(&modulus, &[0; 199]),
+            CardResult::Err(CardFault::BadInput)
+        );
+        assert_eq!(
+            encrypt(&[0; 256], b"cek"),
+            CardResult::Err(CardFault::KeyTypeMismatch)
+        );
+    }
+
+    #[test]
     fn synthetic_lengths_spread_over_the_range() {
         let rejection = Decryption::new(&[1; 32]);
         let lengths: Vec<usize> = (0u32..200)
@@ -283,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn oaep_round_trips_with_labels_and_refuses_what_aws_lc_lacks() {
+    fn oaep_round_trips_with_labels_for_every_hash_pair() {
         let (key, private) = rsa();
         let rejection = Decryption::new(&[9; 32]);
         let public = OaepPublicEncryptingKey::new(private.public_key()).unwrap();
@@ -317,15 +391,27 @@ mod tests {
                 );
             }
         }
+        // The pairs aws-lc-rs lacks go through aws-lc's EVP interface, with
+        // the same fault for a block that does not decode.
+        let spki = private.public_key().as_der().unwrap();
         for (hash, mgf_hash) in [(Hash::Sha224, Hash::Sha224), (Hash::Sha256, Hash::Sha1)] {
-            let scheme = DecryptScheme::RsaOaep {
+            let ct = oaep_any_hash::encrypt(spki.as_ref(), hash, mgf_hash, b"l", b"cek").unwrap();
+            let scheme = |label: &[u8]| DecryptScheme::RsaOaep {
                 hash,
                 mgf_hash,
-                label: vec![],
+                label: label.to_vec(),
             };
             assert_eq!(
-                decrypt(&key, &rejection, b"b", &scheme, &[1; 256]),
-                Err(CardFault::BadParameters)
+                decrypt(&key, &rejection, b"b", &scheme(b"l"), &ct).unwrap(),
+                b"cek"
+            );
+            assert_eq!(
+                decrypt(&key, &rejection, b"b", &scheme(b"x"), &ct),
+                Err(CardFault::BadInput)
+            );
+            assert_eq!(
+                decrypt(&key, &rejection, b"b", &scheme(b""), &[1; 256]),
+                Err(CardFault::BadInput)
             );
         }
         let ec = generate(KeySpec::Ec(Curve::P256)).unwrap().key;

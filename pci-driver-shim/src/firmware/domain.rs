@@ -52,6 +52,7 @@ const SALT_LEN: usize = 16;
 const SHARE_AAD_LABEL: &[u8] = b"MeSign domain share v1";
 const EXPORT_AAD_LABEL: &[u8] = b"MeSign backup key v1";
 const BACKUP_TAG_LABEL: &[u8] = b"MeSign backup v1";
+const REPLICA_TAG_LABEL: &[u8] = b"MeSign replica change v1";
 const TLS_CA_SALT: &[u8] = b"MeSign domain TLS CA v1";
 /// The most bytes a certificate's to-be-signed part may have.
 const MAX_TBS: usize = 16 * 1024;
@@ -113,9 +114,17 @@ impl DomainKey {
     }
 
     fn backup_tag(&self, digest: &[u8]) -> hmac::Tag {
-        let key = self.derive(b"MeSign backup mac key v1");
+        self.tag(b"MeSign backup mac key v1", BACKUP_TAG_LABEL, digest)
+    }
+
+    fn replica_tag(&self, digest: &[u8]) -> hmac::Tag {
+        self.tag(b"MeSign replica mac key v1", REPLICA_TAG_LABEL, digest)
+    }
+
+    fn tag(&self, key_label: &[u8], label: &[u8], digest: &[u8]) -> hmac::Tag {
+        let key = self.derive(key_label);
         let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, &key[..]));
-        ctx.update(BACKUP_TAG_LABEL);
+        ctx.update(label);
         ctx.update(digest);
         ctx.sign()
     }
@@ -325,13 +334,19 @@ pub fn execute(
             if digest.len() != 32 {
                 return Err(CardFault::BadInput);
             }
-            let tag = domains.required()?.backup_tag(&digest);
-            Ok(match expected {
-                None => CardResponse::Bytes(tag.as_ref().to_vec()),
-                Some(expected) => CardResponse::Verified(
-                    constant_time::verify_slices_are_equal(tag.as_ref(), &expected).is_ok(),
-                ),
-            })
+            Ok(tag_answer(
+                domains.required()?.backup_tag(&digest),
+                expected,
+            ))
+        }
+        CardRequest::ReplicaTag { digest, expected } => {
+            if digest.len() != 32 {
+                return Err(CardFault::BadInput);
+            }
+            Ok(tag_answer(
+                domains.required()?.replica_tag(&digest),
+                expected,
+            ))
         }
         CardRequest::DomainCaPublic => {
             let ca = domains.required()?.tls_ca()?;
@@ -461,6 +476,16 @@ fn open_share(share: &DomainShare, passphrase: &[u8]) -> Result<Zeroizing<Vec<u8
 /// the product, lower only in this module's unit tests.
 #[cfg(not(test))]
 const SHARE_ITERATIONS_FLOOR: u32 = SHARE_ITERATIONS;
+/// A tag, or with `expected`, whether it equals that (in constant time).
+fn tag_answer(tag: hmac::Tag, expected: Option<Vec<u8>>) -> CardResponse {
+    match expected {
+        None => CardResponse::Bytes(tag.as_ref().to_vec()),
+        Some(expected) => CardResponse::Verified(
+            constant_time::verify_slices_are_equal(tag.as_ref(), &expected).is_ok(),
+        ),
+    }
+}
+
 #[cfg(test)]
 const SHARE_ITERATIONS_FLOOR: u32 = 1_000;
 
@@ -800,6 +825,36 @@ mod tests {
         let mut bad = t;
         bad[0] ^= 1;
         assert_eq!(tag(&da, Some(bad)), CardResponse::Verified(false));
+    }
+
+    #[test]
+    fn replica_tags_are_not_backup_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = domains(dir.path());
+        d.create(2, &passphrases(2), false).unwrap();
+        let master = Wrapper::new(&[1; 32]);
+        let run = |request| execute(&d, &master, request).unwrap();
+        let CardResponse::Bytes(backup) = run(CardRequest::BackupTag {
+            digest: vec![7; 32],
+            expected: None,
+        }) else {
+            panic!("no tag")
+        };
+        let CardResponse::Bytes(replica) = run(CardRequest::ReplicaTag {
+            digest: vec![7; 32],
+            expected: None,
+        }) else {
+            panic!("no tag")
+        };
+        assert_ne!(backup, replica);
+        let verify = |tag: &Vec<u8>| {
+            run(CardRequest::ReplicaTag {
+                digest: vec![7; 32],
+                expected: Some(tag.clone()),
+            })
+        };
+        assert_eq!(verify(&replica), CardResponse::Verified(true));
+        assert_eq!(verify(&backup), CardResponse::Verified(false));
     }
 
     #[test]

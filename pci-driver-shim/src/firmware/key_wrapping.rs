@@ -19,17 +19,15 @@
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::key_wrap::{AesKek, KeyWrap, KeyWrapPadded, AES_128, AES_256};
-use aws_lc_rs::rsa::{OaepAlgorithm, OAEP_SHA512_MGF1SHA512};
 use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents};
-use aws_lc_rs::rsa::{OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384};
 use aws_lc_rs::signature::KeyPair;
 use zeroize::Zeroizing;
 
 use super::keys::{self, LoadedKey};
-use super::{decrypt, symmetric, Firmware};
+use super::{decrypt, oaep_any_hash, symmetric, Firmware};
 use crate::command::{
-    CardFault, CardRequest, CardResponse, Curve, DecryptScheme, Hash, KeyPolicy, KeySpec,
-    PublicKey, WrapAlgorithm, WrappingKey,
+    CardFault, CardRequest, CardResponse, Curve, DecryptScheme, KeyPolicy, KeySpec, PublicKey,
+    WrapAlgorithm, WrappingKey,
 };
 
 /// RFC 3394 / 5649 add one 64-bit block (the integrity check value).
@@ -95,7 +93,14 @@ fn wrap(
             out.truncate(len);
             Ok(out)
         }
-        (WrapAlgorithm::RsaOaep { hash, label }, WrappingKey::RsaPublic { modulus, exponent }) => {
+        (
+            WrapAlgorithm::RsaOaep {
+                hash,
+                mgf_hash,
+                label,
+            },
+            WrappingKey::RsaPublic { modulus, exponent },
+        ) => {
             if !policy.spec.is_secret() {
                 // A PKCS#8 document does not fit one RSA block.
                 return Err(CardFault::KeyTypeMismatch);
@@ -106,11 +111,16 @@ fn wrap(
             }
             .try_into()
             .map_err(|_| CardFault::BadParameters)?;
+            let Some(algorithm) = decrypt::oaep_algorithm(*hash, *mgf_hash) else {
+                // A pair aws-lc-rs lacks: aws-lc's EVP interface.
+                let spki = public.as_der().map_err(|_| CardFault::Internal)?;
+                return oaep_any_hash::encrypt(spki.as_ref(), *hash, *mgf_hash, label, &plain);
+            };
             let key = OaepPublicEncryptingKey::new(public).map_err(|_| CardFault::BadParameters)?;
             let mut out = vec![0u8; key.ciphertext_size()];
             let label = (!label.is_empty()).then_some(label.as_slice());
             let len = key
-                .encrypt(oaep(*hash)?, &plain, &mut out, label)
+                .encrypt(algorithm, &plain, &mut out, label)
                 .map_err(|_| CardFault::BadInput)?
                 .len();
             out.truncate(len);
@@ -144,14 +154,18 @@ fn unwrap(
             out.truncate(len);
             Ok(out)
         }
-        WrapAlgorithm::RsaOaep { hash, label } => {
+        WrapAlgorithm::RsaOaep {
+            hash,
+            mgf_hash,
+            label,
+        } => {
             if !matches!(policy.spec, KeySpec::Rsa { .. }) {
                 return Err(CardFault::KeyTypeMismatch);
             }
             let key = fw.unwrap_key(blob, policy)?;
             let scheme = DecryptScheme::RsaOaep {
                 hash: *hash,
-                mgf_hash: *hash,
+                mgf_hash: *mgf_hash,
                 label: label.clone(),
             };
             decrypt::decrypt(&key, &fw.decryption, blob, &scheme, wrapped).map(Zeroizing::new)
@@ -181,16 +195,6 @@ fn kek(
         _ => return Err(CardFault::BadParameters),
     };
     AesKek::new(cipher, &value).map_err(|_| CardFault::Internal)
-}
-
-fn oaep(hash: Hash) -> Result<&'static OaepAlgorithm, CardFault> {
-    match hash {
-        Hash::Sha1 => Ok(&OAEP_SHA1_MGF1SHA1),
-        Hash::Sha256 => Ok(&OAEP_SHA256_MGF1SHA256),
-        Hash::Sha384 => Ok(&OAEP_SHA384_MGF1SHA384),
-        Hash::Sha512 => Ok(&OAEP_SHA512_MGF1SHA512),
-        Hash::Sha224 => Err(CardFault::BadParameters),
-    }
 }
 
 /// Makes the new blob for an unwrapped key. The kind of key is the
@@ -303,7 +307,7 @@ fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{CardResult, SecretUsage, SignScheme};
+    use crate::command::{CardResult, Hash, SecretUsage, SignScheme};
 
     fn run(fw: &Firmware, request: CardRequest) -> Result<CardResponse, CardFault> {
         match minicbor::decode(&fw.execute(&minicbor::to_vec(&request).unwrap())).unwrap() {
@@ -590,33 +594,48 @@ mod tests {
         };
         let key_policy = policy(2, KeySpec::Aes { bytes: 32 }, false, false);
         let (key, check) = import(&fw, &key_policy, &[4; 32]);
-        let algorithm = WrapAlgorithm::RsaOaep {
-            hash: Hash::Sha256,
-            label: b"l".to_vec(),
-        };
-        let Ok(CardResponse::Bytes(wrapped)) = run(
-            &fw,
-            CardRequest::WrapKey {
-                algorithm: algorithm.clone(),
-                wrapping: WrappingKey::RsaPublic { modulus, exponent },
-                blob: key,
-                policy: key_policy,
-            },
-        ) else {
-            panic!("no wrap")
-        };
-        assert_eq!(wrapped.len(), 256);
-        let request = CardRequest::UnwrapKey {
-            algorithm,
-            blob: rsa.clone(),
-            policy: rsa_policy.clone(),
-            wrapped: wrapped.clone(),
-            new_policy: policy(3, KeySpec::Aes { bytes: 0 }, false, false),
-        };
-        let Ok(CardResponse::Unwrapped { check_value, .. }) = run(&fw, request) else {
-            panic!("no key")
-        };
-        assert_eq!(check_value, check);
+        // SHA-256 takes aws-lc-rs's path, SHA-224 and a differing MGF1
+        // hash aws-lc's EVP interface.
+        let mut wrapped_sha256 = vec![];
+        for (hash, mgf_hash) in [
+            (Hash::Sha224, Hash::Sha224),
+            (Hash::Sha384, Hash::Sha1),
+            (Hash::Sha256, Hash::Sha256),
+        ] {
+            let algorithm = WrapAlgorithm::RsaOaep {
+                hash,
+                mgf_hash,
+                label: b"l".to_vec(),
+            };
+            let Ok(CardResponse::Bytes(wrapped)) = run(
+                &fw,
+                CardRequest::WrapKey {
+                    algorithm: algorithm.clone(),
+                    wrapping: WrappingKey::RsaPublic {
+                        modulus: modulus.clone(),
+                        exponent: exponent.clone(),
+                    },
+                    blob: key.clone(),
+                    policy: key_policy.clone(),
+                },
+            ) else {
+                panic!("no wrap with {hash:?}")
+            };
+            assert_eq!(wrapped.len(), 256);
+            let request = CardRequest::UnwrapKey {
+                algorithm,
+                blob: rsa.clone(),
+                policy: rsa_policy.clone(),
+                wrapped: wrapped.clone(),
+                new_policy: policy(3, KeySpec::Aes { bytes: 0 }, false, false),
+            };
+            let Ok(CardResponse::Unwrapped { check_value, .. }) = run(&fw, request) else {
+                panic!("no key with {hash:?}")
+            };
+            assert_eq!(check_value, check);
+            wrapped_sha256 = wrapped;
+        }
+        let wrapped = wrapped_sha256;
         let decrypt = CardRequest::Decrypt {
             blob: rsa,
             policy: rsa_policy,

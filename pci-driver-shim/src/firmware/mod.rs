@@ -14,6 +14,10 @@ mod hardening;
 mod key_cache;
 mod key_wrapping;
 mod keys;
+// The crate's second unsafe boundary: aws-lc's EVP OAEP for the hash pairs
+// aws-lc-rs lacks.
+#[allow(unsafe_code)]
+mod oaep_any_hash;
 mod selftest;
 mod signing;
 mod state_file;
@@ -168,6 +172,18 @@ impl Firmware {
                 decrypt::decrypt(&key, &self.decryption, &blob, &scheme, &input)
                     .map(CardResponse::Bytes)
             }
+            CardRequest::OaepEncrypt {
+                modulus,
+                exponent,
+                hash,
+                mgf_hash,
+                label,
+                input,
+            } => {
+                let spki = oaep_any_hash::public_key_der(&modulus, &exponent)?;
+                oaep_any_hash::encrypt(spki.as_ref(), hash, mgf_hash, &label, &input)
+                    .map(CardResponse::Bytes)
+            }
             request @ (CardRequest::GenerateSecret { .. }
             | CardRequest::ImportSecret { .. }
             | CardRequest::Cipher { .. }
@@ -196,6 +212,7 @@ impl Firmware {
             | CardRequest::ExportKey { .. }
             | CardRequest::ImportKey { .. }
             | CardRequest::BackupTag { .. }
+            | CardRequest::ReplicaTag { .. }
             | CardRequest::DomainCaPublic
             | CardRequest::DomainCaSign { .. }) => {
                 domain::execute(&self.domains, &self.wrapper, request)
