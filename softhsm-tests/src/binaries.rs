@@ -54,6 +54,43 @@ pub fn require(name: &str) -> PathBuf {
     path
 }
 
+/// Runs `scripts/<script>` (an end-to-end driver printing `PASS:`/`FAIL:`
+/// lines and a `SUMMARY:`) with this build's profile directory as its
+/// argument, after checking that our binaries were built. `env` is set and
+/// `unset` removed from the script's environment, so a developer's own
+/// settings do not leak in. Panics unless the script exits 0 with a clean
+/// summary; returns its standard output for further checks.
+pub fn run_e2e_script(script: &str, env: &[(&str, &str)], unset: &[&str]) -> String {
+    for name in [MESIGN_DAEMON, MESIGN_CARD_EMU, MESIGN_MODULE, "mesign-hsm"] {
+        require(name);
+    }
+    let root = workspace_root();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(root.join("scripts").join(script))
+        .arg(profile_dir())
+        .current_dir(&root);
+    for name in unset {
+        cmd.env_remove(name);
+    }
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("SUMMARY:") && stdout.contains(" 0 failed"),
+        "no clean summary:\n{stdout}"
+    );
+    assert!(!stdout.contains("FAIL:"), "{stdout}");
+    stdout
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,38 +6,11 @@ use std::process::Command;
 use softhsm_tests::binaries;
 
 fn run_script(module_override: Option<&str>) {
-    let root = binaries::workspace_root();
-    let profile = binaries::profile_dir();
-    if module_override.is_none() {
-        for name in [
-            binaries::MESIGN_DAEMON,
-            binaries::MESIGN_CARD_EMU,
-            binaries::MESIGN_MODULE,
-        ] {
-            binaries::require(name);
-        }
-    }
-    let mut cmd = Command::new("bash");
-    cmd.arg(root.join("scripts/pkcs11-tool-e2e.sh"))
-        .arg(&profile)
-        .current_dir(&root)
-        .env_remove("MESIGN_E2E_MODULE");
-    if let Some(module) = module_override {
-        cmd.env("MESIGN_E2E_MODULE", module);
-    }
-    let out = cmd.output().expect("run bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pkcs11-tool-e2e.sh failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(
-        stdout.contains("SUMMARY:") && stdout.contains(" 0 failed"),
-        "no clean summary:\n{stdout}"
-    );
-    assert!(!stdout.contains("FAIL:"), "{stdout}");
+    let env: Vec<(&str, &str)> = module_override
+        .map(|module| ("MESIGN_E2E_MODULE", module))
+        .into_iter()
+        .collect();
+    binaries::run_e2e_script("pkcs11-tool-e2e.sh", &env, &["MESIGN_E2E_MODULE"]);
 }
 
 mod mesign {
