@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use cryptoki_sys::*;
 use mesign_proto::attr::{self, AttrKind};
 use mesign_proto::{Attribute, AttributeValue};
-use pci_driver_shim::command::{Curve, KeySpec, PublicKey};
+use pci_driver_shim::command::{Curve, KeyPolicy, KeySpec, PublicKey, SecretUsage};
 
 use crate::error::HsmError;
 
@@ -51,6 +51,28 @@ pub mod key_roles;
 // Templates of keys made by C_UnwrapKey.
 #[path = "unwrap_templates.rs"]
 pub mod unwrap_templates;
+
+/// The policy the card binds into the blob of object `object_id`, read
+/// from a key's usage flags; `secret` carries the secret-key-only usages
+/// (`None` for a private key, whose policy encodes as before they existed).
+fn key_policy(attrs: &AttrMap, spec: KeySpec, object_id: u64, secret: bool) -> KeyPolicy {
+    let on = |ty| flag(attrs, ty) == Some(true);
+    KeyPolicy {
+        object_id,
+        spec,
+        sign: on(CKA_SIGN),
+        decrypt: on(CKA_DECRYPT),
+        unwrap: on(CKA_UNWRAP),
+        derive: on(CKA_DERIVE),
+        sensitive: on(CKA_SENSITIVE),
+        extractable: on(CKA_EXTRACTABLE),
+        secret: secret.then(|| SecretUsage {
+            encrypt: on(CKA_ENCRYPT),
+            verify: on(CKA_VERIFY),
+            wrap: on(CKA_WRAP),
+        }),
+    }
+}
 
 /// Template shorthands shared by the attribute modules' unit tests.
 #[cfg(test)]

@@ -26,7 +26,7 @@
 use cryptoki_sys::*;
 use mesign_proto::attr;
 use mesign_proto::Attribute;
-use pci_driver_shim::command::{KeyPolicy, KeySpec, SecretUsage, MAX_GENERIC_SECRET};
+use pci_driver_shim::command::{KeyPolicy, KeySpec, MAX_GENERIC_SECRET};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{
@@ -45,22 +45,7 @@ pub struct SecretKeyPlan {
 impl SecretKeyPlan {
     /// The policy the card binds into the blob of object `object_id`.
     pub fn policy(&self, object_id: u64) -> KeyPolicy {
-        let on = |ty| flag(&self.attrs, ty) == Some(true);
-        KeyPolicy {
-            object_id,
-            spec: self.spec,
-            sign: on(CKA_SIGN),
-            decrypt: on(CKA_DECRYPT),
-            unwrap: on(CKA_UNWRAP),
-            derive: on(CKA_DERIVE),
-            sensitive: on(CKA_SENSITIVE),
-            extractable: on(CKA_EXTRACTABLE),
-            secret: Some(SecretUsage {
-                encrypt: on(CKA_ENCRYPT),
-                verify: on(CKA_VERIFY),
-                wrap: on(CKA_WRAP),
-            }),
-        }
+        super::key_policy(&self.attrs, self.spec, object_id, true)
     }
 
     /// Adds the check value the card computed.

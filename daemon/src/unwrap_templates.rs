@@ -108,18 +108,7 @@ pub struct PrivateKeyPlan {
 
 impl PrivateKeyPlan {
     pub fn policy(&self, object_id: u64) -> KeyPolicy {
-        let on = |ty| flag(&self.attrs, ty) == Some(true);
-        KeyPolicy {
-            object_id,
-            spec: self.spec,
-            sign: on(CKA_SIGN),
-            decrypt: on(CKA_DECRYPT),
-            unwrap: on(CKA_UNWRAP),
-            derive: on(CKA_DERIVE),
-            sensitive: on(CKA_SENSITIVE),
-            extractable: on(CKA_EXTRACTABLE),
-            secret: None,
-        }
+        super::key_policy(&self.attrs, self.spec, object_id, false)
     }
 
     /// Adds the public key the card found; it must be of the planned kind.
