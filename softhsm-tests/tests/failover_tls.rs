@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
-use failover_boxes::{logged_in, sign_for, sign_verified, two_boxes, Box};
+use failover_boxes::{assert_signing_spreads, logged_in, sign_for, sign_verified, two_boxes, Box};
 use softhsm_tests::binaries;
 use softhsm_tests::standalone::only_slot;
 
@@ -111,27 +111,7 @@ fn signing_spreads_over_a_tls_box_and_goes_on_when_it_dies() {
     module_config(&conf, &a, &b, &client, &domain_ca);
     let pkcs11 = initialised();
     let slot = only_slot(&pkcs11);
-    let (a_from, b_from) = (a.audit_len(), b.audit_len());
-    {
-        let (session, key, public) = logged_in(&pkcs11, slot);
-        let signed = sign_for(
-            &session,
-            key,
-            &public,
-            40,
-            Duration::from_millis(1200),
-            "spread",
-        );
-        a.stop();
-        b.stop();
-        let (on_a, on_b) = (a.signatures_since(a_from), b.signatures_since(b_from));
-        println!("tls: {on_a} signatures on A (unix), {on_b} on B (tls)");
-        assert!(on_a > 0 && on_b > 0, "A {on_a}, B {on_b}: not spread");
-        // A's count may include the signatures of the first part.
-        assert!(on_a + on_b >= signed, "A {on_a} + B {on_b} < {signed}");
-        a.start();
-        b.start();
-    }
+    assert_signing_spreads(&pkcs11, slot, &mut a, &mut b, "tls spread");
 
     // B killed while signing: at most the call in flight fails.
     let (session, key, public) = logged_in(&pkcs11, slot);

@@ -287,3 +287,32 @@ pub fn sign_for(
     }
     i
 }
+
+/// Signs through `pkcs11` for longer than the module's 500 ms retry pause
+/// and asserts that both boxes served signatures, counted from their audit
+/// logs (stopping a daemon flushes its counts; both are started again).
+/// Either box's count may include signatures from before this call.
+pub fn assert_signing_spreads(pkcs11: &Pkcs11, slot: Slot, a: &mut Box, b: &mut Box, what: &str) {
+    let (a_from, b_from) = (a.audit_len(), b.audit_len());
+    let (session, key, public) = logged_in(pkcs11, slot);
+    let signed = sign_for(
+        &session,
+        key,
+        &public,
+        40,
+        Duration::from_millis(1200),
+        what,
+    );
+    a.stop();
+    b.stop();
+    let (on_a, on_b) = (a.signatures_since(a_from), b.signatures_since(b_from));
+    println!(
+        "{what}: {on_a} signatures on {}, {on_b} on {}",
+        a.name(),
+        b.name()
+    );
+    assert!(on_a > 0 && on_b > 0, "A {on_a}, B {on_b}: not spread");
+    assert!(on_a + on_b >= signed, "A {on_a} + B {on_b} < {signed}");
+    a.start();
+    b.start();
+}
