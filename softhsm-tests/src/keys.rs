@@ -171,3 +171,25 @@ pub fn public_key_by_label(session: &Session, label: &str) -> ObjectHandle {
     assert_eq!(found.len(), 1, "public keys labelled {label:?}");
     found[0]
 }
+
+/// An RSA-2048 pair on the token (session objects); `private` should say
+/// CKA_SIGN, whose default differs between tokens.
+pub fn rsa_2048_pair(
+    s: &Session,
+    public: &[Attribute],
+    private: &[Attribute],
+) -> cryptoki::error::Result<(ObjectHandle, ObjectHandle)> {
+    let mut public_template = vec![
+        Attribute::Token(false),
+        Attribute::ModulusBits(2048.into()),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+    ];
+    public_template.extend_from_slice(public);
+    let mut private_template = vec![Attribute::Token(false)];
+    private_template.extend_from_slice(private);
+    s.generate_key_pair(
+        &Mechanism::RsaPkcsKeyPairGen,
+        &public_template,
+        &private_template,
+    )
+}

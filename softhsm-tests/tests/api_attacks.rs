@@ -20,7 +20,7 @@ use cryptoki_sys::{
     CK_ULONG,
 };
 use softhsm_tests::ffi::Output;
-use softhsm_tests::keys::{attribute, bytes, find, flag};
+use softhsm_tests::keys::{self, attribute, bytes, find, flag};
 use softhsm_tests::{conformance, expect_rv, Divergence, Kind, Target};
 
 const SECRET: [u8; 32] = *b"the victim's AES key, 32 bytes..";
@@ -139,35 +139,13 @@ fn oaep_sha1() -> Mechanism<'static> {
     ))
 }
 
-/// An RSA-2048 pair on the token (session objects); `private` should say
-/// CKA_SIGN, whose default differs between tokens.
-fn rsa_pair(
-    s: &Session,
-    public: &[Attribute],
-    private: &[Attribute],
-) -> cryptoki::error::Result<(ObjectHandle, ObjectHandle)> {
-    let mut public_template = vec![
-        Attribute::Token(false),
-        Attribute::ModulusBits(2048.into()),
-        Attribute::PublicExponent(vec![1, 0, 1]),
-    ];
-    public_template.extend_from_slice(public);
-    let mut private_template = vec![Attribute::Token(false)];
-    private_template.extend_from_slice(private);
-    s.generate_key_pair(
-        &Mechanism::RsaPkcsKeyPairGen,
-        &public_template,
-        &private_template,
-    )
-}
-
 /// Public-wrap / private-decrypt: wrap the victim under an RSA public key
 /// whose private half on the token decrypts, then C_Decrypt. Refused at
 /// generation, and for an imported copy of the public key at C_WrapKey;
 /// a key marked CKA_WRAP_WITH_TRUSTED is refused under any untrusted key.
 fn public_wrap_private_decrypt_is_refused(t: &Target) {
     let s = t.user_session();
-    let generated = rsa_pair(
+    let generated = keys::rsa_2048_pair(
         &s,
         &[Attribute::Wrap(true)],
         &[Attribute::Decrypt(true), Attribute::Sign(false)],
@@ -176,7 +154,7 @@ fn public_wrap_private_decrypt_is_refused(t: &Target) {
         generated.expect("SoftHSMv2 accepts a wrapping public key with a decrypting private key")
     } else {
         expect_rv(generated, RvError::TemplateInconsistent);
-        rsa_pair(
+        keys::rsa_2048_pair(
             &s,
             &[Attribute::Encrypt(true)],
             &[Attribute::Decrypt(true), Attribute::Sign(false)],
@@ -208,7 +186,7 @@ fn public_wrap_private_decrypt_is_refused(t: &Target) {
     // With CKA_WRAP_WITH_TRUSTED the victim needs a CKA_TRUSTED wrapping
     // key, which only the SO can make: no public key the user made or
     // imported is one.
-    let (untrusted, _) = rsa_pair(
+    let (untrusted, _) = keys::rsa_2048_pair(
         &s,
         &[Attribute::Wrap(true)],
         &[Attribute::Unwrap(true), Attribute::Sign(false)],
@@ -232,7 +210,7 @@ fn sensitive_and_unextractable_values_cannot_be_read(t: &Target) {
         &[Attribute::Sensitive(false), Attribute::Extractable(false)],
     )
     .unwrap();
-    let (_, private) = rsa_pair(&s, &[], &[Attribute::Sign(true)]).unwrap();
+    let (_, private) = keys::rsa_2048_pair(&s, &[], &[Attribute::Sign(true)]).unwrap();
     for (key, ty) in [
         (sensitive, CKA_VALUE),
         (unextractable, CKA_VALUE),
@@ -447,7 +425,7 @@ fn unwrap_into_a_weaker_key_is_refused(t: &Target) {
 /// out through C_Decrypt.
 fn an_unwrapping_rsa_key_does_not_decrypt(t: &Target) {
     let s = t.user_session();
-    let (public, private) = rsa_pair(
+    let (public, private) = keys::rsa_2048_pair(
         &s,
         &[Attribute::Wrap(true)],
         &[
@@ -473,7 +451,7 @@ fn an_unwrapping_rsa_key_does_not_decrypt(t: &Target) {
         .is_ok());
     if !t.diverges(Divergence::SoftHsmAllowsConflictingKeyRoles) {
         expect_rv(
-            rsa_pair(
+            keys::rsa_2048_pair(
                 &s,
                 &[],
                 &[
@@ -562,7 +540,7 @@ fn unwrap_then_wrap_is_refused(t: &Target) {
     }
 
     // The RSA form: an unwrap-only RSA key as an OAEP decryption oracle.
-    let (public, private) = rsa_pair(
+    let (public, private) = keys::rsa_2048_pair(
         &s,
         &[Attribute::Wrap(true)],
         &[

@@ -19,7 +19,7 @@ use cryptoki_sys::{
 };
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, RsaPublicKey};
 use softhsm_tests::ffi::Output;
-use softhsm_tests::keys::bytes;
+use softhsm_tests::keys::{self, bytes};
 use softhsm_tests::target::pin;
 use softhsm_tests::{conformance, expect_rv, Divergence, Target, USER_PIN};
 
@@ -403,24 +403,18 @@ fn oaep_wrapping_with_every_kind_of_hash_pair(t: &Target) {
 
 /// A session RSA-2048 pair whose private half only unwraps.
 fn unwrap_pair(s: &Session) -> Pair {
-    let (public, private) = s
-        .generate_key_pair(
-            &Mechanism::RsaPkcsKeyPairGen,
-            &[
-                Attribute::Token(false),
-                Attribute::ModulusBits(2048.into()),
-                Attribute::PublicExponent(vec![1, 0, 1]),
-            ],
-            &[
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Unwrap(true),
-                Attribute::Decrypt(false),
-                Attribute::Sign(false),
-            ],
-        )
-        .expect("C_GenerateKeyPair RSA-2048");
+    let (public, private) = keys::rsa_2048_pair(
+        s,
+        &[],
+        &[
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Unwrap(true),
+            Attribute::Decrypt(false),
+            Attribute::Sign(false),
+        ],
+    )
+    .expect("C_GenerateKeyPair RSA-2048");
     let n = bytes(s, public, AttributeType::Modulus).expect("CKA_MODULUS");
     let e = bytes(s, public, AttributeType::PublicExponent).expect("CKA_PUBLIC_EXPONENT");
     let independent =

@@ -24,7 +24,7 @@ use cryptoki_sys::{
 use p256::pkcs8::DecodePrivateKey;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use softhsm_tests::ffi::Output;
-use softhsm_tests::keys::{bytes, find, flag};
+use softhsm_tests::keys::{self, bytes, find, flag};
 use softhsm_tests::verify::ec_point_from_attribute;
 use softhsm_tests::{conformance, expect_rv, Divergence, Target};
 
@@ -269,22 +269,16 @@ fn rsa_private_keys_travel_as_pkcs8_and_sign_after_unwrapping(t: &Target) {
     use rsa::traits::PublicKeyParts;
     let s = t.user_session();
     let kek = kek(&s, &KEK);
-    let (public, private) = s
-        .generate_key_pair(
-            &Mechanism::RsaPkcsKeyPairGen,
-            &[
-                Attribute::Token(false),
-                Attribute::ModulusBits(2048.into()),
-                Attribute::PublicExponent(vec![1, 0, 1]),
-            ],
-            &[
-                Attribute::Token(false),
-                Attribute::Sign(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(true),
-            ],
-        )
-        .expect("C_GenerateKeyPair RSA-2048");
+    let (public, private) = keys::rsa_2048_pair(
+        &s,
+        &[],
+        &[
+            Attribute::Sign(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+        ],
+    )
+    .expect("C_GenerateKeyPair RSA-2048");
     let n = bytes(&s, public, AttributeType::Modulus).unwrap();
     let e = bytes(&s, public, AttributeType::PublicExponent).unwrap();
     let wrapped = s
@@ -393,23 +387,16 @@ fn rsa_oaep_wraps_secret_keys_both_ways(t: &Target) {
     assert_eq!(opened, VALUE);
     // RustCrypto → token: encrypt to a key pair generated on the token
     // whose private half unwraps (and does not decrypt).
-    let (public, private) = s
-        .generate_key_pair(
-            &Mechanism::RsaPkcsKeyPairGen,
-            &[
-                Attribute::Token(false),
-                Attribute::ModulusBits(2048.into()),
-                Attribute::PublicExponent(vec![1, 0, 1]),
-                Attribute::Wrap(true),
-            ],
-            &[
-                Attribute::Token(false),
-                Attribute::Unwrap(true),
-                Attribute::Decrypt(false),
-                Attribute::Sign(false),
-            ],
-        )
-        .expect("C_GenerateKeyPair RSA-2048 for unwrapping");
+    let (public, private) = keys::rsa_2048_pair(
+        &s,
+        &[Attribute::Wrap(true)],
+        &[
+            Attribute::Unwrap(true),
+            Attribute::Decrypt(false),
+            Attribute::Sign(false),
+        ],
+    )
+    .expect("C_GenerateKeyPair RSA-2048 for unwrapping");
     let n = bytes(&s, public, AttributeType::Modulus).unwrap();
     let e = bytes(&s, public, AttributeType::PublicExponent).unwrap();
     let token_public = rsa::RsaPublicKey::new(
