@@ -22,13 +22,17 @@
 //! reply that waits longer than the write timeout for a client that does
 //! not read.
 
+use std::cell::Cell;
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use mesign_proto::quiet_read::read_when_ready;
 use mesign_proto::{
     FrameError, Reply, ReplyBody, ReplyResult, Request, RequestBody, PROTOCOL_VERSION,
 };
@@ -145,20 +149,40 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
         tracing::warn!(error = %e, "cannot set a write timeout; closing");
         return;
     }
-    if let Err(e) = stream.set_read_timeout(limits.hello_timeout) {
-        tracing::warn!(error = %e, "cannot set a read timeout; closing");
-        return;
-    }
+    let read_timeout = Cell::new(limits.hello_timeout);
     let mut app = None;
-    let reader = BufReader::with_capacity(16 * 1024, &stream);
+    let reader = BufReader::with_capacity(
+        16 * 1024,
+        TimedReader {
+            stream: &stream,
+            timeout: &read_timeout,
+        },
+    );
     let writer = BufWriter::with_capacity(16 * 1024, &stream);
     // After Hello, the connection may stay silent for the idle timeout.
-    let greeted = || stream.set_read_timeout(limits.idle_timeout).is_ok();
+    let greeted = || {
+        read_timeout.set(limits.idle_timeout);
+        true
+    };
     serve_frames(&hsm, reader, writer, pid, &mut app, greeted, None);
     if let Some(app) = app {
         hsm.disconnect(app);
     }
     tracing::debug!(pid, "connection closed");
+}
+
+/// A client's socket read with [`read_when_ready`], so that the thread
+/// waiting for the next request is not woken each time the client reads a
+/// reply; a wait longer than `timeout` fails as a socket read timeout does.
+struct TimedReader<'a> {
+    stream: &'a UnixStream,
+    timeout: &'a Cell<Option<Duration>>,
+}
+
+impl Read for TimedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        read_when_ready(self.stream.as_fd(), buf, self.timeout.get())
+    }
 }
 
 /// Serves a connection other than a Unix socket's (TLS) until it closes,

@@ -16,10 +16,12 @@
 //! are not pipelined: signing on them takes pooled connections too.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use mesign_proto::quiet_read::read_when_ready;
 use mesign_proto::{
     decode_frame_body, encode_frame, read_frame, Reply, ReplyBody, ReplyResult, Request,
     RequestBody, PROTOCOL_VERSION,
@@ -28,7 +30,7 @@ use zeroize::Zeroize;
 
 use crate::config::{Endpoint, TlsFiles};
 use crate::error::Error;
-use crate::pipeline::{self, Pipe};
+use crate::pipeline::{self, Claim, Pipe};
 use crate::tls::{TlsClient, TlsStream};
 
 /// Most pipelined connections a library instance opens (see
@@ -60,7 +62,7 @@ enum Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
-            Stream::Unix(s) => s.read(buf),
+            Stream::Unix(s) => read_when_ready(s.as_fd(), buf, None),
             Stream::Tls(s) => s.read(buf),
         }
     }
@@ -178,16 +180,16 @@ impl Daemon {
         let mut result = Err(Error::Transport);
         for _attempt in 0..2 {
             let Some(request) = body.take() else { break };
-            let pipe = self.pipe()?;
+            let claim = self.pipe()?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            result = match pipe.call(id, request) {
+            result = match claim.call(id, request) {
                 Ok(reply) => Ok(reply),
                 Err(failed) => {
                     // The next call opens a fresh pipe in its place.
                     self.pipes
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .retain(|p| !Arc::ptr_eq(p, &pipe));
+                        .retain(|p| !Arc::ptr_eq(p, claim.pipe()));
                     if let pipeline::Failed::NotSent(request) = failed {
                         body = Some(request);
                     }
@@ -201,20 +203,21 @@ impl Daemon {
         }
     }
 
-    /// The pipe for the next call (see [`Daemon::call_pipelined`]).
-    fn pipe(&self) -> Result<Arc<Pipe>, Error> {
+    /// A turn on the pipe for the next call (see [`Daemon::call_pipelined`]).
+    fn pipe(&self) -> Result<Claim, Error> {
         let mut pipes = self.pipes.lock().unwrap_or_else(PoisonError::into_inner);
         pipes.retain(|p| !p.is_broken());
         let least_busy = pipes.iter().min_by_key(|p| p.in_flight());
         match least_busy {
-            Some(pipe) if pipe.in_flight() == 0 || pipes.len() >= MAX_PIPES => Ok(Arc::clone(pipe)),
+            Some(pipe) if pipe.in_flight() == 0 || pipes.len() >= MAX_PIPES => Ok(Claim::new(pipe)),
             _ => {
                 let Stream::Unix(stream) = self.connect()?.stream else {
                     return Err(Error::Transport);
                 };
                 let pipe = Arc::new(Pipe::new(stream)?);
-                pipes.push(Arc::clone(&pipe));
-                Ok(pipe)
+                let claim = Claim::new(&pipe);
+                pipes.push(pipe);
+                Ok(claim)
             }
         }
     }
@@ -433,6 +436,44 @@ mod tests {
             t.join().unwrap(),
             vec![RequestBody::Slots, RequestBody::Status]
         );
+    }
+
+    /// Two callers that take turns on pipes one right after the other get
+    /// separate pipes: a turn counts as in flight from the moment it is
+    /// taken, not only once its request is on the way.
+    #[test]
+    fn callers_taking_turns_at_once_get_separate_pipes() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(dir.path().join("s")).unwrap();
+        let fake = std::thread::spawn(move || {
+            let mut open = Vec::new();
+            let mut buf = Vec::new();
+            for _connection in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let n = read_frame(&mut s, &mut buf).unwrap();
+                let req: Request = decode_frame_body(&buf[..n]).unwrap();
+                assert!(matches!(req.body, RequestBody::Hello { .. }));
+                let result = ReplyResult::Ok(ReplyBody::Hello {
+                    daemon_version: "t".into(),
+                });
+                write_frame(&mut s, &Reply { id: req.id, result }, &mut Vec::new()).unwrap();
+                open.push(s);
+            }
+            open
+        });
+        let d = Daemon::unix(dir.path().join("s"), 3);
+        let first = d.pipe().unwrap();
+        let second = d.pipe().unwrap();
+        assert!(!Arc::ptr_eq(first.pipe(), second.pipe()));
+        let first_pipe = Arc::clone(first.pipe());
+        drop(first);
+        // The pipe whose turn ended is idle again and taken next.
+        let third = d.pipe().unwrap();
+        assert!(Arc::ptr_eq(third.pipe(), &first_pipe));
+        assert_eq!(first_pipe.in_flight(), 1);
+        drop(third);
+        assert_eq!(first_pipe.in_flight(), 0);
+        drop(fake.join().unwrap());
     }
 
     /// True when the pooled connection's peer has hung up.

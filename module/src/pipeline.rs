@@ -18,6 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use mesign_proto::quiet_read::QuietStream;
 use mesign_proto::{
     decode_frame_body, encode_frame, read_frame, Reply, ReplyResult, Request, RequestBody,
     PROTOCOL_VERSION,
@@ -51,7 +52,7 @@ struct Writer {
 }
 
 struct Reader {
-    stream: BufReader<UnixStream>,
+    stream: BufReader<QuietStream<UnixStream>>,
     body: Vec<u8>,
 }
 
@@ -82,7 +83,7 @@ impl Pipe {
                 buf: Vec::with_capacity(512),
             }),
             reader: Mutex::new(Reader {
-                stream: BufReader::with_capacity(16 * 1024, reading),
+                stream: BufReader::with_capacity(16 * 1024, QuietStream(reading)),
                 body: Vec::with_capacity(512),
             }),
             state: Mutex::new(State::default()),
@@ -100,21 +101,9 @@ impl Pipe {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Sends request `id` and waits for its reply. `id` must be unique
-    /// among the calls in flight on this pipe. [`Failed::NotSent`] hands the
-    /// request back: the daemon never saw it.
     // The request comes back by value only when it was not sent; boxing
     // it would cost an allocation on every signature.
-    pub(crate) fn call(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_counted(id, body);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        result
-    }
-
-    // The request comes back by value only when it was not sent; boxing
-    // it would cost an allocation on every signature.
-    fn call_counted(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
+    fn call_claimed(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
         let wake = Arc::new(Condvar::new());
         {
             let mut state = lock(&self.state);
@@ -194,6 +183,39 @@ impl Pipe {
     }
 }
 
+/// A caller's turn on a pipe, counted in [`Pipe::in_flight`] from the
+/// moment it is taken until it is dropped. The caller that picks a pipe
+/// takes its turn under the same lock, so two callers never both see one
+/// idle pipe and end up sharing it while another stays idle: a shared pipe
+/// costs its second caller an extra wake-up per call.
+pub(crate) struct Claim(Arc<Pipe>);
+
+impl Claim {
+    pub(crate) fn new(pipe: &Arc<Pipe>) -> Claim {
+        pipe.in_flight.fetch_add(1, Ordering::Relaxed);
+        Claim(Arc::clone(pipe))
+    }
+
+    pub(crate) fn pipe(&self) -> &Arc<Pipe> {
+        &self.0
+    }
+
+    /// Sends request `id` and waits for its reply. `id` must be unique
+    /// among the calls in flight on this pipe. [`Failed::NotSent`] hands
+    /// the request back: the daemon never saw it.
+    // The request comes back by value only when it was not sent; boxing
+    // it would cost an allocation on every signature.
+    pub(crate) fn call(&self, id: u64, body: RequestBody) -> Result<ReplyResult, Failed> {
+        self.0.call_claimed(id, body)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Wakes one caller whose reply has not come to read in the place of the
 /// one (`leaving`) that got its own.
 fn hand_over(state: &State, leaving: u64) {
@@ -251,12 +273,12 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let threads = 8u64;
         let daemon = reversing_daemon(theirs, threads as usize);
-        let pipe = Pipe::new(ours).unwrap();
+        let pipe = Arc::new(Pipe::new(ours).unwrap());
         std::thread::scope(|scope| {
             for id in 1..=threads {
                 let pipe = &pipe;
                 scope.spawn(move || {
-                    let reply = pipe.call(id, RequestBody::Slots).unwrap();
+                    let reply = Claim::new(pipe).call(id, RequestBody::Slots).unwrap();
                     assert_eq!(
                         reply,
                         ReplyResult::Ok(ReplyBody::Bytes(id.to_be_bytes().to_vec()))
@@ -272,7 +294,7 @@ mod tests {
     #[test]
     fn a_hang_up_fails_every_waiting_caller_and_breaks_the_pipe() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let pipe = Pipe::new(ours).unwrap();
+        let pipe = Arc::new(Pipe::new(ours).unwrap());
         let daemon = std::thread::spawn(move || {
             let mut buf = Vec::new();
             for _ in 0..3 {
@@ -284,7 +306,10 @@ mod tests {
             for id in 1..=3 {
                 let pipe = &pipe;
                 scope.spawn(move || {
-                    assert_eq!(pipe.call(id, RequestBody::Slots), Err(Failed::Lost));
+                    assert_eq!(
+                        Claim::new(pipe).call(id, RequestBody::Slots),
+                        Err(Failed::Lost)
+                    );
                 });
             }
         });
@@ -292,7 +317,7 @@ mod tests {
         assert!(pipe.is_broken());
         // A broken pipe sends nothing and hands the request back.
         assert_eq!(
-            pipe.call(9, RequestBody::Slots),
+            Claim::new(&pipe).call(9, RequestBody::Slots),
             Err(Failed::NotSent(RequestBody::Slots))
         );
     }
@@ -300,7 +325,7 @@ mod tests {
     #[test]
     fn a_reply_nobody_waits_for_breaks_the_pipe() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let pipe = Pipe::new(ours).unwrap();
+        let pipe = Arc::new(Pipe::new(ours).unwrap());
         let daemon = std::thread::spawn(move || {
             let mut buf = Vec::new();
             read_frame(&mut theirs, &mut buf).unwrap();
@@ -311,7 +336,10 @@ mod tests {
             write_frame(&mut theirs, &stray, &mut Vec::new()).unwrap();
             theirs
         });
-        assert_eq!(pipe.call(1, RequestBody::Slots), Err(Failed::Lost));
+        assert_eq!(
+            Claim::new(&pipe).call(1, RequestBody::Slots),
+            Err(Failed::Lost)
+        );
         drop(daemon.join().unwrap());
         assert!(pipe.is_broken());
     }

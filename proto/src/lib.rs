@@ -19,6 +19,7 @@ pub mod attr;
 pub mod backup;
 pub mod frame;
 pub mod message;
+pub mod quiet_read;
 
 pub use frame::{decode_frame_body, encode_frame, read_frame, write_frame, FrameError};
 pub use message::*;

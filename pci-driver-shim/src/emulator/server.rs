@@ -191,6 +191,13 @@ fn run_session(
 
 impl Session {
     fn work(&self) {
+        let doorbell = match self.doorbell.exclusive_waiter() {
+            Ok(waiter) => waiter,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait on the doorbell");
+                return;
+            }
+        };
         while !self.ended.load(Ordering::Acquire) {
             while let Some(slot) = self.next_submission() {
                 self.busy.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +207,7 @@ impl Session {
             if self.poll_submissions() {
                 continue;
             }
-            match self.doorbell.wait(WORKER_TICK) {
+            match doorbell.wait(WORKER_TICK) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
