@@ -101,6 +101,8 @@ pub enum BenchError {
     },
     /// The soak scenario's admin load saw something wrong.
     Soak(&'static str),
+    /// `--one-core`: the process could not be pinned to a core.
+    Pin(String),
     /// A found-object count was not the one object created with that label or id.
     FindMismatch {
         /// The module.
@@ -182,6 +184,7 @@ impl fmt::Display for BenchError {
                 String::from_utf8_lossy(stderr).trim()
             ),
             BenchError::Soak(what) => write!(f, "soak: {what}"),
+            BenchError::Pin(why) => write!(f, "--one-core: {why}"),
             BenchError::FindMismatch {
                 source_kind,
                 index,

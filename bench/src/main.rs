@@ -20,6 +20,7 @@ mod soak;
 mod source;
 mod token;
 mod verify;
+mod wakeups;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -143,6 +144,14 @@ impl Scratch {
 /// did not verify.
 fn bench(options: &Options, command_line: &str) -> Result<bool, BenchError> {
     let scratch = Scratch::new()?;
+    let wake_ups = wakeups::measure();
+    if options.one_core {
+        let cpu = wakeups::allowed_cores()
+            .and_then(|cores| cores.first().copied())
+            .ok_or_else(|| BenchError::Pin("no core in this process's affinity mask".into()))?;
+        // Before the daemon and every measuring thread start: they inherit it.
+        wakeups::pin_to(cpu).map_err(|e| BenchError::Pin(format!("CPU {cpu}: {e}")))?;
+    }
     let mut daemon = None;
     let mut tokens = Vec::new();
     if options.modules.ours() {
@@ -167,7 +176,7 @@ fn bench(options: &Options, command_line: &str) -> Result<bool, BenchError> {
         tokens.push(Token::open(Source::SoftHsm, Path::new(SOFTHSM_MODULE))?);
     }
 
-    print!("{}", report::header(options, command_line));
+    print!("{}", report::header(options, command_line, wake_ups));
     let ok = if options.find {
         find_scenario(options, &tokens)?;
         true
@@ -272,7 +281,10 @@ fn signing(options: &Options, tokens: &mut [Token], scratch: &Path) -> Result<bo
     println!();
     print!("{}", report::signing_table(&results, options));
     println!();
-    if options.modules == options::Modules::Both {
+    if options.one_core {
+        println!("Targets are judged on runs over every core, not on this --one-core run.");
+        println!();
+    } else if options.modules == options::Modules::Both {
         print!("{}", report::targets(&results));
         println!();
     }

@@ -1,7 +1,7 @@
 //! The command line: `mesign-bench [--module ours|softhsm|both] [--threads
 //! 1,2,4,16] [--seconds 1.5] [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384]
 //! [--profile release] [--cards 1] [--find] [--find-objects 10000]
-//! [--soak SECONDS]`.
+//! [--soak SECONDS] [--one-core]`.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,6 +13,7 @@ pub const USAGE: &str = "\
 usage: mesign-bench [--module ours|softhsm|both] [--threads 1,2,4,16] [--seconds 1.5]
                     [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384] [--profile release]
                     [--cards 1] [--find] [--find-objects 10000] [--soak SECONDS]
+                    [--one-core]
 
 Signs with our PKCS#11 module and SoftHSMv2 in one run, alternating them, and
 with aws-lc-rs in-process as the ceiling for these cores; prints a Markdown
@@ -22,6 +23,8 @@ emulated cards (at most 8), which the daemon spreads signing across. --soak
 runs our stack alone under a mixed load (the --ops signed from the largest
 --threads count, plus key generation, object creation and sessions) for that
 long and prints the daemon's and cards' resident memory over time.
+--one-core pins the whole run (client threads, daemon, card, SoftHSM and the
+in-process signers) to one core, so that no wake-up crosses cores.
 
 Our module, daemon and card emulator are taken from target/<profile>; build
 them first with `cargo build --release --workspace`.";
@@ -72,6 +75,8 @@ pub struct Options {
     pub find_objects: usize,
     /// Run the memory soak for this long instead of the signing grid.
     pub soak: Option<Duration>,
+    /// Pin every thread and process of the run to one core.
+    pub one_core: bool,
     /// `--help` was given.
     pub help: bool,
 }
@@ -91,6 +96,7 @@ impl Default for Options {
             find: false,
             find_objects: 10_000,
             soak: None,
+            one_core: false,
             help: false,
         }
     }
@@ -192,6 +198,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, UsageEr
                 options.find_objects = positive(&v).ok_or_else(|| bad("--find-objects", v))?;
             }
             "--find" if inline.is_none() => options.find = true,
+            "--one-core" if inline.is_none() => options.one_core = true,
             "--soak" => {
                 let v = value("--soak")?;
                 let seconds = positive(&v).ok_or_else(|| bad("--soak", v))?;
@@ -240,7 +247,7 @@ mod tests {
     #[test]
     fn every_flag_is_read() {
         let o = parse(args(
-            "--module ours --threads 2,8 --seconds=0.5 --rounds 1 --ops p384,rsa-pss --profile debug --cards 2 --find --find-objects 50 --soak 60",
+            "--module ours --threads 2,8 --seconds=0.5 --rounds 1 --ops p384,rsa-pss --profile debug --cards 2 --find --find-objects 50 --soak 60 --one-core",
         ))
         .unwrap();
         assert_eq!(o.modules, Modules::Ours);
@@ -253,6 +260,7 @@ mod tests {
         assert!(o.find);
         assert_eq!(o.find_objects, 50);
         assert_eq!(o.soak, Some(Duration::from_secs(60)));
+        assert!(o.one_core);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::measure::Stats;
 use crate::options::Options;
 use crate::source::Source;
+use crate::wakeups::WakeUps;
 use crate::workload::Op;
 
 /// Every run's numbers, by (op, threads, source), one entry per round.
@@ -54,11 +55,27 @@ fn median_u32(mut v: Vec<u32>) -> u32 {
 }
 
 /// What the run was and where: the lines above the table.
-pub fn header(options: &Options, command_line: &str) -> String {
+pub fn header(options: &Options, command_line: &str, wake_ups: Option<WakeUps>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## mesign-bench\n");
     let _ = writeln!(out, "- command: `{command_line}`");
     let _ = writeln!(out, "- machine: {}", machine());
+    if let Some(w) = wake_ups {
+        let across = w
+            .across_cores
+            .map_or_else(|| "–".to_owned(), |d| format!("{:.1} µs", micros(d)));
+        let _ = writeln!(
+            out,
+            "- wake-up round trip between two threads (Unix socket, median): same core {:.1} µs, across cores {across}",
+            micros(w.same_core)
+        );
+    }
+    if options.one_core {
+        let _ = writeln!(
+            out,
+            "- --one-core: every thread and process of this run on one core"
+        );
+    }
     if options.modules.ours() {
         let _ = writeln!(
             out,
@@ -79,6 +96,10 @@ pub fn header(options: &Options, command_line: &str) -> String {
         );
     }
     out
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 /// `nproc` and the CPU model.
