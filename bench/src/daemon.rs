@@ -11,6 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::error::BenchError;
+use crate::options::Cards;
 
 /// How long the daemon may take to accept its first connection.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -81,7 +82,7 @@ impl Daemon {
         state_dir: &Path,
         socket: &Path,
         log: &Path,
-        cards: u32,
+        cards: Cards,
     ) -> Result<Self, BenchError> {
         let io = |step, path: &Path| {
             let path = path.to_path_buf();
@@ -91,9 +92,9 @@ impl Daemon {
         let out = File::create(log).map_err(io("create the daemon log", log))?;
         let err = out.try_clone().map_err(io("clone the daemon log", log))?;
         let mut command = Command::new(exe);
-        if cards > 1 {
+        if let Some(setting) = cards.daemon_setting() {
             let config = state_dir.join("hsmd.toml");
-            let settings = format!("[[cards]]\nbackend = \"emulator\"\ninstances = {cards}\n");
+            let settings = format!("[[cards]]\nbackend = \"emulator\"\n{setting}\n");
             std::fs::write(&config, settings).map_err(io("write the daemon config", &config))?;
             command.arg("--config").arg(config);
         }
@@ -187,7 +188,7 @@ mod tests {
             &dir.path().join("state"),
             &dir.path().join("s.sock"),
             &dir.path().join("log"),
-            1,
+            Cards::Count(1),
         )
         .err()
         .unwrap();
