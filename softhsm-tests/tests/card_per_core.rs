@@ -117,7 +117,12 @@ fn a_card_per_core_signs_and_is_replaced_on_its_core() {
     let deadline = Instant::now() + RECOVERY_DEADLINE;
     loop {
         let now = card_pids(daemon.pid());
-        if now.len() == cores.len() && !now.contains(&victim) {
+        // A new card pins itself before it listens; the daemon may list
+        // it a moment earlier.
+        let settled = now.len() == cores.len()
+            && !now.contains(&victim)
+            && now.iter().all(|&pid| allowed_cpus(pid).len() == 1);
+        if settled {
             break;
         }
         assert!(
