@@ -7,8 +7,11 @@
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
 
 use crate::binaries;
+use crate::daemon::Daemon;
 use crate::target::pin;
 use crate::{SO_PIN, USER_PIN};
 
@@ -87,4 +90,58 @@ pub fn cpu_time_ns(pid: u32) -> u64 {
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
         .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// How long a daemon may take to replace a killed card.
+pub const CARD_RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
+
+/// A daemon in a fresh temporary directory (named after `prefix`) whose
+/// one slot has the cards that `cards` describes (the body of a `[[cards]]`
+/// table after its backend), with a 2 s card deadline; the module is
+/// pointed at it through `MESIGN_HSM_SOCKET`. For test files whose one
+/// test is the only thread that loads the module.
+pub fn daemon_with_cards(prefix: &str, cards: &str) -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    let socket = dir.path().join("hsmd.sock");
+    let config = dir.path().join("hsmd.toml");
+    std::fs::write(
+        &config,
+        format!("[[cards]]\nbackend = \"emulator\"\n{cards}\n"),
+    )
+    .expect("config");
+    std::env::set_var("MESIGN_HSM_SOCKET", &socket);
+    let daemon = Daemon::start_with_args(
+        &dir.path().join("state"),
+        &socket,
+        &dir.path().join("hsmd.log"),
+        &[("MESIGN_CARD_TIMEOUT_MS", OsStr::new("2000"))],
+        &[OsStr::new("--config"), config.as_os_str()],
+    );
+    (dir, daemon)
+}
+
+/// Waits until the daemon runs `count` cards again, none of them the
+/// killed `victim`, and `settled` holds for every one; fails after
+/// [`CARD_RECOVERY_DEADLINE`].
+pub fn wait_for_replaced_card(
+    daemon: &Daemon,
+    victim: u32,
+    count: usize,
+    settled: impl Fn(u32) -> bool,
+) {
+    let deadline = Instant::now() + CARD_RECOVERY_DEADLINE;
+    loop {
+        let now = card_pids(daemon.pid());
+        if now.len() == count && !now.contains(&victim) && now.iter().all(|&pid| settled(pid)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed card was not replaced within {CARD_RECOVERY_DEADLINE:?}: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -4,21 +4,18 @@
 //! core. Ours only; every signature is verified with the `p256` crate.
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
-use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use softhsm_tests::daemon::Daemon;
 use softhsm_tests::keys::{self, KeySpec};
-use softhsm_tests::standalone::{card_pids, load_module, only_slot, ready_session};
+use softhsm_tests::standalone::{
+    card_pids, daemon_with_cards, load_module, only_slot, ready_session, wait_for_replaced_card,
+};
 use softhsm_tests::verify::{assert_genuine, sha256, Curve};
 
 const THREADS: usize = 4;
 const SIGNATURES_PER_THREAD: usize = 50;
-/// How long the daemon may take to replace a killed card.
-const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The CPUs a process may run on, from `/proc/<pid>/status`.
 fn allowed_cpus(pid: u32) -> BTreeSet<usize> {
@@ -59,27 +56,7 @@ fn card_cores(daemon: u32) -> BTreeSet<usize> {
 
 #[test]
 fn a_card_per_core_signs_and_is_replaced_on_its_core() {
-    let dir = tempfile::Builder::new()
-        .prefix("card-per-core-")
-        .tempdir()
-        .expect("temp dir");
-    let socket = dir.path().join("hsmd.sock");
-    let config = dir.path().join("hsmd.toml");
-    std::fs::write(
-        &config,
-        "[[cards]]\nbackend = \"emulator\"\nper_core = true\n",
-    )
-    .expect("config");
-    // Read by the module at C_Initialize; this file's only test is the only
-    // thread that loads it.
-    std::env::set_var("MESIGN_HSM_SOCKET", &socket);
-    let daemon = Daemon::start_with_args(
-        &dir.path().join("state"),
-        &socket,
-        &dir.path().join("hsmd.log"),
-        &[("MESIGN_CARD_TIMEOUT_MS", OsStr::new("2000"))],
-        &[OsStr::new("--config"), config.as_os_str()],
-    );
+    let (_dir, daemon) = daemon_with_cards("card-per-core-", "per_core = true");
     let ours = allowed_cpus(std::process::id());
     let cores = card_cores(daemon.pid());
     let expected: BTreeSet<usize> = ours.iter().copied().take(8).collect();
@@ -114,23 +91,11 @@ fn a_card_per_core_signs_and_is_replaced_on_its_core() {
     let victim = card_pids(daemon.pid())[0];
     let victim_core = *allowed_cpus(victim).first().unwrap();
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("SIGKILL one card");
-    let deadline = Instant::now() + RECOVERY_DEADLINE;
-    loop {
-        let now = card_pids(daemon.pid());
-        // A new card pins itself before it listens; the daemon may list
-        // it a moment earlier.
-        let settled = now.len() == cores.len()
-            && !now.contains(&victim)
-            && now.iter().all(|&pid| allowed_cpus(pid).len() == 1);
-        if settled {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the killed card was not replaced within {RECOVERY_DEADLINE:?}: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A new card pins itself before it listens; the daemon may list it a
+    // moment earlier.
+    wait_for_replaced_card(&daemon, victim, cores.len(), |pid| {
+        allowed_cpus(pid).len() == 1
+    });
     assert_eq!(card_cores(daemon.pid()), cores);
     assert!(cores.contains(&victim_core));
     sign_from_threads("after recovery");

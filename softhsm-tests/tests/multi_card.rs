@@ -6,46 +6,23 @@
 //! that card fail, with a device error, and the daemon starts a new card.
 //! Ours only; every signature is verified with the `p256` crate.
 
-use std::ffi::OsStr;
-use std::time::{Duration, Instant};
-
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use softhsm_tests::daemon::Daemon;
 use softhsm_tests::keys::{self, KeySpec};
-use softhsm_tests::standalone::{card_pids, cpu_time_ns, load_module, only_slot, ready_session};
+use softhsm_tests::standalone::{
+    card_pids, cpu_time_ns, daemon_with_cards, load_module, only_slot, ready_session,
+    wait_for_replaced_card,
+};
 use softhsm_tests::verify::{assert_genuine, sha256, Curve};
 
 const THREADS: usize = 4;
 const SIGNATURES_PER_THREAD: usize = 100;
-/// How long the daemon may take to replace a killed card.
-const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
 
 #[test]
 fn two_cards_share_the_load_and_survive_losing_one() {
-    let dir = tempfile::Builder::new()
-        .prefix("multi-card-")
-        .tempdir()
-        .expect("temp dir");
-    let socket = dir.path().join("hsmd.sock");
-    let config = dir.path().join("hsmd.toml");
-    std::fs::write(
-        &config,
-        "[[cards]]\nbackend = \"emulator\"\ninstances = 2\n",
-    )
-    .expect("config");
-    // Read by the module at C_Initialize; this file's only test is the only
-    // thread that loads it.
-    std::env::set_var("MESIGN_HSM_SOCKET", &socket);
-    let daemon = Daemon::start_with_args(
-        &dir.path().join("state"),
-        &socket,
-        &dir.path().join("hsmd.log"),
-        &[("MESIGN_CARD_TIMEOUT_MS", OsStr::new("2000"))],
-        &[OsStr::new("--config"), config.as_os_str()],
-    );
+    let (_dir, daemon) = daemon_with_cards("multi-card-", "instances = 2");
     let cards = card_pids(daemon.pid());
     assert_eq!(cards.len(), 2, "two card processes: {cards:?}");
 
@@ -131,18 +108,7 @@ fn two_cards_share_the_load_and_survive_losing_one() {
         "{failures} of {total} calls failed: more than the killed card's in-flight share"
     );
 
-    let deadline = Instant::now() + RECOVERY_DEADLINE;
-    loop {
-        let now = card_pids(daemon.pid());
-        if now.len() == 2 && !now.contains(&victim) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the killed card was not replaced within {RECOVERY_DEADLINE:?}: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_replaced_card(&daemon, victim, 2, |_| true);
     for i in 0..20 {
         let hash = sha256(format!("after recovery {i}").as_bytes());
         let sig = session
