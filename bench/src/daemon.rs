@@ -11,7 +11,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::error::BenchError;
-use crate::options::Cards;
 
 /// How long the daemon may take to accept its first connection.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -82,7 +81,7 @@ impl Daemon {
         state_dir: &Path,
         socket: &Path,
         log: &Path,
-        cards: Cards,
+        cards: u32,
     ) -> Result<Self, BenchError> {
         let io = |step, path: &Path| {
             let path = path.to_path_buf();
@@ -92,9 +91,9 @@ impl Daemon {
         let out = File::create(log).map_err(io("create the daemon log", log))?;
         let err = out.try_clone().map_err(io("clone the daemon log", log))?;
         let mut command = Command::new(exe);
-        if let Some(setting) = cards.daemon_setting() {
+        if cards > 1 {
             let config = state_dir.join("hsmd.toml");
-            let settings = format!("[[cards]]\nbackend = \"emulator\"\n{setting}\n");
+            let settings = format!("[[cards]]\nbackend = \"emulator\"\ninstances = {cards}\n");
             std::fs::write(&config, settings).map_err(io("write the daemon config", &config))?;
             command.arg("--config").arg(config);
         }
@@ -188,7 +187,7 @@ mod tests {
             &dir.path().join("state"),
             &dir.path().join("s.sock"),
             &dir.path().join("log"),
-            Cards::Count(1),
+            1,
         )
         .err()
         .unwrap();

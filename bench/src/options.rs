@@ -1,6 +1,6 @@
 //! The command line: `mesign-bench [--module ours|softhsm|both] [--threads
 //! 1,2,4,16] [--seconds 1.5] [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384]
-//! [--profile release] [--cards 1|cores] [--find] [--find-objects 10000]
+//! [--profile release] [--cards 1] [--find] [--find-objects 10000]
 //! [--soak SECONDS] [--one-core]`.
 
 use std::fmt;
@@ -12,15 +12,14 @@ use crate::workload::Op;
 pub const USAGE: &str = "\
 usage: mesign-bench [--module ours|softhsm|both] [--threads 1,2,4,16] [--seconds 1.5]
                     [--rounds 3] [--ops rsa-pkcs,rsa-pss,p256,p384] [--profile release]
-                    [--cards 1|cores] [--find] [--find-objects 10000]
-                    [--soak SECONDS] [--one-core]
+                    [--cards 1] [--find] [--find-objects 10000] [--soak SECONDS]
+                    [--one-core]
 
 Signs with our PKCS#11 module and SoftHSMv2 in one run, alternating them, and
 with aws-lc-rs in-process as the ceiling for these cores; prints a Markdown
 table. --find instead creates --find-objects data objects on each token and
 measures C_FindObjects by label and by id. --cards runs our slot on that many
-emulated cards (at most 8), which the daemon spreads signing across; --cards
-cores runs one card per core, each pinned to its core (per_core). --soak
+emulated cards (at most 8), which the daemon spreads signing across. --soak
 runs our stack alone under a mixed load (the --ops signed from the largest
 --threads count, plus key generation, object creation and sessions) for that
 long and prints the daemon's and cards' resident memory over time.
@@ -53,35 +52,6 @@ impl Modules {
     }
 }
 
-/// The emulated cards behind our slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cards {
-    /// This many, the daemon's `instances`.
-    Count(u32),
-    /// One per core, each pinned to its core: the daemon's `per_core`.
-    PerCore,
-}
-
-impl Cards {
-    /// The daemon's card settings, or `None` for its default (one card).
-    pub fn daemon_setting(self) -> Option<String> {
-        match self {
-            Cards::Count(1) => None,
-            Cards::Count(n) => Some(format!("instances = {n}")),
-            Cards::PerCore => Some("per_core = true".to_owned()),
-        }
-    }
-}
-
-impl fmt::Display for Cards {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cards::Count(n) => write!(f, "{n} × mesign-card-emu"),
-            Cards::PerCore => write!(f, "one mesign-card-emu per core, each on its core"),
-        }
-    }
-}
-
 /// Everything the command line chose.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -98,7 +68,7 @@ pub struct Options {
     /// The cargo profile directory our binaries come from.
     pub profile: String,
     /// Emulated cards behind our slot.
-    pub cards: Cards,
+    pub cards: u32,
     /// Run the object-search scenario instead of signing.
     pub find: bool,
     /// Objects the search scenario creates per token.
@@ -122,7 +92,7 @@ impl Default for Options {
             rounds: 3,
             ops: Op::ALL.to_vec(),
             profile: "release".to_owned(),
-            cards: Cards::Count(1),
+            cards: 1,
             find: false,
             find_objects: 10_000,
             soak: None,
@@ -217,15 +187,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, UsageEr
             }
             "--cards" => {
                 let v = value("--cards")?;
-                options.cards = match v.as_str() {
-                    "cores" => Cards::PerCore,
-                    n => n
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=8).contains(n))
-                        .map(Cards::Count)
-                        .ok_or_else(|| bad("--cards", v))?,
-                };
+                options.cards = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .ok_or_else(|| bad("--cards", v))?;
             }
             "--find-objects" => {
                 let v = value("--find-objects")?;
@@ -290,8 +256,7 @@ mod tests {
         assert_eq!(o.rounds, 1);
         assert_eq!(o.ops, vec![Op::P384, Op::RsaPss]);
         assert_eq!(o.profile, "debug");
-        assert_eq!(o.cards, Cards::Count(2));
-        assert_eq!(parse(args("--cards cores")).unwrap().cards, Cards::PerCore);
+        assert_eq!(o.cards, 2);
         assert!(o.find);
         assert_eq!(o.find_objects, 50);
         assert_eq!(o.soak, Some(Duration::from_secs(60)));

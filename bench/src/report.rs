@@ -79,7 +79,7 @@ pub fn header(options: &Options, command_line: &str, wake_ups: Option<WakeUps>) 
     if options.modules.ours() {
         let _ = writeln!(
             out,
-            "- our binaries: target/{} (module → mesign-hsmd → {}, all on these cores)",
+            "- our binaries: target/{} (module → mesign-hsmd → {} × mesign-card-emu, all on these cores)",
             options.profile, options.cards
         );
     }

@@ -21,13 +21,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sched::{sched_getaffinity, sched_getcpu, CpuSet};
-use nix::unistd::Pid;
 use pci_driver_shim::command::{CardInfo, CardRequest, CardResponse};
 use pci_driver_shim::{Card, CardError, EmulatorProcess, SubmittedBatch};
 
 use crate::card::{CardFailure, CardPort};
-use crate::config::{CardConfig, MAX_CARD_INSTANCES};
+use crate::config::CardConfig;
 
 /// How long a command waits for a card being recovered before it fails.
 pub const RECOVERY_WAIT: Duration = Duration::from_secs(2);
@@ -48,8 +46,6 @@ enum Source {
         dir: PathBuf,
         /// The socket's file name inside `dir`.
         socket_name: String,
-        /// The one core it runs on (`per_core` cards).
-        cpu: Option<usize>,
         process: Mutex<Option<EmulatorProcess>>,
     },
 }
@@ -289,7 +285,6 @@ impl SupervisedCard {
                 exe,
                 dir,
                 socket_name,
-                cpu,
                 process,
             } => {
                 let mut process = lock(process);
@@ -307,8 +302,7 @@ impl SupervisedCard {
                     // Reaps it (or ends it, if it only stopped listening).
                     dead.kill();
                 }
-                let (new, device) =
-                    pci_driver_shim::spawn_emulator_on(exe, dir, socket_name, *cpu)?;
+                let (new, device) = pci_driver_shim::spawn_emulator_on(exe, dir, socket_name)?;
                 tracing::info!(pid = new.id(), "card emulator started");
                 *process = Some(new);
                 Card::open(device)
@@ -380,7 +374,6 @@ pub fn open_card(
         socket,
         exe,
         instances,
-        per_core,
     } = config;
     if let Some(socket) = socket {
         let card = Card::open(pci_driver_shim::connect_emulator(socket)?)?;
@@ -395,26 +388,20 @@ pub fn open_card(
         .clone()
         .unwrap_or_else(|| state_dir.join(format!("card{index}")));
     let exe = exe.clone().unwrap_or_else(pci_driver_shim::emulator_exe);
-    let cores: Vec<Option<usize>> = if *per_core == Some(true) {
-        own_cores()?.into_iter().map(Some).collect()
-    } else {
-        vec![None; instances.unwrap_or(1) as usize]
-    };
     let mut members = Vec::new();
     let mut supervisors = Vec::new();
     // One after the other: the first creates the shared master key.
-    for (instance, &cpu) in cores.iter().enumerate() {
+    for instance in 0..instances.unwrap_or(1) {
         let socket_name = match instance {
             0 => "card.sock".to_string(),
             n => format!("card-{n}.sock"),
         };
-        let (process, device) = pci_driver_shim::spawn_emulator_on(&exe, &dir, &socket_name, cpu)?;
+        let (process, device) = pci_driver_shim::spawn_emulator_on(&exe, &dir, &socket_name)?;
         let card = Card::open(device)?;
         let source = Source::Spawned {
             exe: exe.clone(),
             dir: dir.clone(),
             socket_name,
-            cpu,
             process: Mutex::new(Some(process)),
         };
         let (port, supervisor) = supervise(card, "emulator".to_string(), source);
@@ -424,28 +411,9 @@ pub fn open_card(
     let port: Arc<dyn CardPort> = if members.len() == 1 {
         members.remove(0)
     } else {
-        let cores = cores.into_iter().collect::<Option<Vec<usize>>>();
-        Arc::new(CardSet::new(members, cores))
+        Arc::new(CardSet::new(members))
     };
     Ok(OpenedCard { port, supervisors })
-}
-
-/// The cores this daemon may run on, at most [`MAX_CARD_INSTANCES`] of
-/// them: one `per_core` card each.
-fn own_cores() -> Result<Vec<usize>, CardError> {
-    let os = |errno| CardError::Os {
-        op: "sched_getaffinity",
-        errno,
-    };
-    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(os)?;
-    let cores: Vec<usize> = (0..CpuSet::count())
-        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
-        .take(MAX_CARD_INSTANCES as usize)
-        .collect();
-    if cores.is_empty() {
-        return Err(os(nix::errno::Errno::EINVAL));
-    }
-    Ok(cores)
 }
 
 fn supervise(card: Card, backend: String, source: Source) -> (Arc<SupervisedCard>, Supervisor) {
@@ -473,8 +441,7 @@ fn supervise(card: Card, backend: String, source: Source) -> (Arc<SupervisedCard
 }
 
 /// Several cards behind one slot, sharing their master key (so each can
-/// use every key blob): a command goes to the least busy card (or, with
-/// cards pinned to cores, to the card of the caller's core), a batch is
+/// use every key blob): a command goes to the least busy card, a batch is
 /// split across the cards and runs on all of them at once. Cards being
 /// recovered are left out while others are there.
 pub struct CardSet {
@@ -483,34 +450,15 @@ pub struct CardSet {
     busy: Vec<AtomicUsize>,
     /// Rotates the choice among equally busy members.
     turn: AtomicUsize,
-    /// The core each member runs on (`per_core` cards).
-    cores: Option<Vec<usize>>,
 }
 
 impl CardSet {
-    fn new(members: Vec<Arc<SupervisedCard>>, cores: Option<Vec<usize>>) -> CardSet {
+    fn new(members: Vec<Arc<SupervisedCard>>) -> CardSet {
         CardSet {
             busy: members.iter().map(|_| AtomicUsize::new(0)).collect(),
             members,
             turn: AtomicUsize::new(0),
-            cores,
         }
-    }
-
-    /// The member for one command: the card on the calling thread's core
-    /// (see [`local_member`]), else the least busy.
-    fn pick(&self) -> usize {
-        let local = self.cores.as_ref().and_then(|cores| {
-            let cpu = sched_getcpu().ok()?;
-            let load: Vec<Option<usize>> = self
-                .members
-                .iter()
-                .zip(&self.busy)
-                .map(|(m, busy)| m.available().then(|| busy.load(Ordering::Relaxed)))
-                .collect();
-            local_member(cores, cpu, &load)
-        });
-        local.unwrap_or_else(|| self.by_load()[0])
     }
 
     /// Member indices, least busy first; available members before the
@@ -529,23 +477,9 @@ impl CardSet {
     }
 }
 
-/// Of cards pinned to `cores`, with `load` the commands in flight on each
-/// (`None` for a card that is away), the one for a command from a thread
-/// on `cpu`: the card on that core, unless it is away or already runs two
-/// commands more than the least busy card. Handing a command to the card
-/// on one's own core wakes no other core, which on a virtual machine costs
-/// more than the signature; but clients crowded onto one core must not
-/// leave the other card idle.
-fn local_member(cores: &[usize], cpu: usize, load: &[Option<usize>]) -> Option<usize> {
-    let member = cores.iter().position(|&core| core == cpu)?;
-    let mine = (*load.get(member)?)?;
-    let least = load.iter().flatten().min().copied().unwrap_or(mine);
-    (mine <= least + 1).then_some(member)
-}
-
 impl CardPort for CardSet {
     fn call(&self, request: &CardRequest) -> Result<CardResponse, CardFailure> {
-        let member = self.pick();
+        let member = self.by_load()[0];
         self.busy[member].fetch_add(1, Ordering::Relaxed);
         let answer = self.members[member].call(request);
         self.busy[member].fetch_sub(1, Ordering::Relaxed);
@@ -556,11 +490,7 @@ impl CardPort for CardSet {
         let available = self.members.iter().filter(|m| m.available()).count();
         let shares = available.max(1).min(requests.len());
         if shares <= 1 {
-            let member = if std::env::var("LOCAL").is_ok() {
-                nix::sched::sched_getcpu().unwrap_or(0) % self.members.len()
-            } else {
-                self.by_load()[0]
-            };
+            let member = self.by_load()[0];
             self.busy[member].fetch_add(requests.len(), Ordering::Relaxed);
             let answers = self.members[member].call_batch(requests);
             self.busy[member].fetch_sub(requests.len(), Ordering::Relaxed);
@@ -592,32 +522,5 @@ impl CardPort for CardSet {
 
     fn backend(&self) -> String {
         format!("{} × {}", self.members.len(), self.members[0].backend())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::local_member;
-
-    #[test]
-    fn a_command_goes_to_the_card_on_its_own_core() {
-        let cores = [0, 1];
-        assert_eq!(local_member(&cores, 0, &[Some(0), Some(0)]), Some(0));
-        assert_eq!(local_member(&cores, 1, &[Some(3), Some(2)]), Some(1));
-        // One more in flight than elsewhere is still the local card's.
-        assert_eq!(local_member(&cores, 0, &[Some(1), Some(0)]), Some(0));
-    }
-
-    #[test]
-    fn a_crowded_away_or_unknown_local_card_is_passed_over() {
-        let cores = [2, 5];
-        // Two more than the least busy: the load goes elsewhere.
-        assert_eq!(local_member(&cores, 2, &[Some(2), Some(0)]), None);
-        // The local card is being recovered.
-        assert_eq!(local_member(&cores, 5, &[Some(0), None]), None);
-        // A core without a card of its own (the daemon's mask changed).
-        assert_eq!(local_member(&cores, 3, &[Some(0), Some(0)]), None);
-        // A card that is away does not count as the least busy.
-        assert_eq!(local_member(&cores, 2, &[Some(1), None]), Some(0));
     }
 }

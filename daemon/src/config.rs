@@ -116,12 +116,6 @@ pub enum CardConfig {
         /// state directory and so the master key, as the cards of one
         /// cloning domain do, and the daemon spreads signing across them.
         instances: Option<u32>,
-        /// One emulated card per core the daemon may run on (at most
-        /// [`MAX_CARD_INSTANCES`]), each running on its core only; a command
-        /// goes to the card of the core its daemon thread runs on, so that
-        /// handing it over wakes no thread on another core. Spawned
-        /// emulators only, and not together with `instances`.
-        per_core: Option<bool>,
     },
 }
 
@@ -300,7 +294,6 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
             socket: Some(s.clone()),
             exe: None,
             instances: None,
-            per_core: None,
         }],
         None => file.cards.unwrap_or_else(|| {
             vec![CardConfig::Emulator {
@@ -308,7 +301,6 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
                 socket: None,
                 exe: None,
                 instances: None,
-                per_core: None,
             }]
         }),
     };
@@ -320,17 +312,8 @@ pub fn resolve(file: FileConfig, flags: &Flags, own_uid: u32) -> Result<Config, 
     }
     for card in &cards {
         let CardConfig::Emulator {
-            socket,
-            instances,
-            per_core,
-            ..
+            socket, instances, ..
         } = card;
-        if *per_core == Some(true) && (instances.is_some() || socket.is_some()) {
-            return Err(ConfigError::Invalid {
-                setting: "per_core",
-                reason: "only for emulators the daemon spawns, and instead of instances",
-            });
-        }
         match instances {
             None => {}
             Some(n) if !(1..=MAX_CARD_INSTANCES).contains(n) => {
@@ -499,30 +482,6 @@ mod tests {
                 "{bad}"
             );
         }
-        let per_core = parse("[[cards]]\nbackend = \"emulator\"\nper_core = true").unwrap();
-        assert!(matches!(
-            per_core.cards[0],
-            CardConfig::Emulator {
-                per_core: Some(true),
-                instances: None,
-                ..
-            }
-        ));
-        for bad in [
-            "[[cards]]\nbackend = \"emulator\"\nper_core = true\ninstances = 2",
-            "[[cards]]\nbackend = \"emulator\"\nsocket = \"/s\"\nper_core = true",
-        ] {
-            assert!(
-                matches!(
-                    parse(bad),
-                    Err(ConfigError::Invalid {
-                        setting: "per_core",
-                        ..
-                    })
-                ),
-                "{bad}"
-            );
-        }
     }
 
     #[test]
@@ -570,7 +529,6 @@ mod tests {
                 socket: None,
                 exe: None,
                 instances: None,
-                per_core: None,
             }]
         );
     }
@@ -641,7 +599,6 @@ mod tests {
                 socket: Some("/e".into()),
                 exe: None,
                 instances: None,
-                per_core: None,
             }]
         );
     }

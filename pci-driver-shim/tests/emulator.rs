@@ -697,42 +697,6 @@ fn emulator_refuses_to_start_for_a_parent_that_is_not_its_own() {
 }
 
 #[test]
-fn emulator_pinned_to_a_core_runs_there_and_refuses_a_core_it_cannot_have() {
-    let dir = tempfile::tempdir().unwrap();
-    let (process, device) =
-        pci_driver_shim::spawn_emulator_on(exe(), dir.path(), "card.sock", Some(0)).unwrap();
-    let card = Card::open(device).unwrap();
-    // Every thread, the card workers started for this host among them.
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", process.id())).unwrap();
-    for task in tasks {
-        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-        let allowed = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap();
-        assert_eq!(allowed.trim(), "0");
-    }
-    let (_, public) = generate(&card, &policy(1, KeySpec::Ec(Curve::P256)));
-    assert!(matches!(public, PublicKey::Ec { .. }));
-    drop(card);
-    drop(process);
-
-    for cpu in ["100000", "core0"] {
-        let status = Command::new(exe())
-            .arg("--state-dir")
-            .arg(dir.path())
-            .arg("--listen")
-            .arg(dir.path().join("other.sock"))
-            .arg("--cpu")
-            .arg(cpu)
-            .status()
-            .unwrap();
-        assert_eq!(status.code(), Some(2), "--cpu {cpu}");
-        assert!(!dir.path().join("other.sock").exists());
-    }
-}
-
-#[test]
 fn reset_card_is_gone_until_reopened() {
     let dir = tempfile::tempdir().unwrap();
     let faults = dir.path().join("faults");

@@ -6,7 +6,7 @@
 //! card's interface, not a tamper-resistant device.
 //!
 //! ```text
-//! mesign-card-emu --state-dir DIR --listen SOCKET [--parent-pid PID] [--cpu N]
+//! mesign-card-emu --state-dir DIR --listen SOCKET [--parent-pid PID]
 //! ```
 //!
 //! `MESIGN_CARD_EMU_FAULTS=FILE` turns on fault injection for tests (see
@@ -16,11 +16,6 @@
 //! With `--parent-pid` (how the daemon starts it) the emulator ends when that
 //! process dies, even by SIGKILL, so a killed daemon leaves no orphan card
 //! holding the state directory.
-//!
-//! With `--cpu` every thread of the emulator runs on that one core (the
-//! daemon's `per_core` cards: one emulated card per core, each answering the
-//! daemon threads of its own core, so that a command never wakes a thread
-//! on another core).
 
 #![forbid(unsafe_code)]
 
@@ -34,34 +29,24 @@ use pci_driver_shim::emulator::faults::FaultControl;
 use pci_driver_shim::emulator::server;
 use pci_driver_shim::firmware::{harden_process, Firmware, FORCE_FAILURE_ENV};
 
-const USAGE: &str =
-    "usage: mesign-card-emu --state-dir DIR --listen SOCKET [--parent-pid PID] [--cpu N]";
+const USAGE: &str = "usage: mesign-card-emu --state-dir DIR --listen SOCKET [--parent-pid PID]";
 
 struct Args {
     state_dir: PathBuf,
     listen: PathBuf,
     parent_pid: Option<u32>,
-    cpu: Option<usize>,
-}
-
-fn pin_to(cpu: usize) -> nix::Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu)?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut state_dir = None;
     let mut listen = None;
     let mut parent_pid = None;
-    let mut cpu = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
         let slot = match arg.to_str() {
             Some("--state-dir") => &mut state_dir,
             Some("--listen") => &mut listen,
             Some("--parent-pid") => &mut parent_pid,
-            Some("--cpu") => &mut cpu,
             Some("--help" | "-h") => return Err(USAGE.into()),
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
         };
@@ -78,13 +63,6 @@ fn parse_args() -> Result<Args, String> {
                 p.to_str()
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| format!("--parent-pid needs a process id\n{USAGE}"))
-            })
-            .transpose()?,
-        cpu: cpu
-            .map(|c: PathBuf| {
-                c.to_str()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("--cpu needs a CPU number\n{USAGE}"))
             })
             .transpose()?,
     })
@@ -105,13 +83,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Before any thread exists, so that every thread inherits it.
-    if let Some(cpu) = args.cpu {
-        if let Err(errno) = pin_to(cpu) {
-            eprintln!("mesign-card-emu: cannot run on CPU {cpu}: {errno}");
-            return ExitCode::from(2);
-        }
-    }
     // Files and the socket this process creates are for its owner only.
     umask(Mode::from_bits_truncate(0o077));
     harden_process();

@@ -215,19 +215,17 @@ pub fn spawn_emulator(
     exe: &Path,
     state_dir: &Path,
 ) -> Result<(EmulatorProcess, Box<dyn Device>), CardError> {
-    spawn_emulator_on(exe, state_dir, "card.sock", None)
+    spawn_emulator_on(exe, state_dir, "card.sock")
 }
 
 /// [`spawn_emulator`] listening on `<state_dir>/<socket_name>`: several
 /// emulated cards can share one state directory, and so one master key,
 /// as cards of one cloning domain share theirs. Start them one after the
-/// other: the first creates the key, the others read it. With `cpu`, every
-/// thread of the emulator runs on that core only.
+/// other: the first creates the key, the others read it.
 pub fn spawn_emulator_on(
     exe: &Path,
     state_dir: &Path,
     socket_name: &str,
-    cpu: Option<usize>,
 ) -> Result<(EmulatorProcess, Box<dyn Device>), CardError> {
     std::fs::create_dir_all(state_dir).map_err(|source| CardError::Spawn {
         exe: exe.to_path_buf(),
@@ -245,11 +243,7 @@ pub fn spawn_emulator_on(
             })
         }
     }
-    let mut command = Command::new(exe);
-    if let Some(cpu) = cpu {
-        command.arg("--cpu").arg(cpu.to_string());
-    }
-    let child = command
+    let child = Command::new(exe)
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--listen")
