@@ -1,15 +1,19 @@
 //! What a wake-up costs on this machine: the number that decides how close
 //! a three-process signing path can come to in-process signing.
 //!
-//! Two threads bounce one byte over a Unix socket pair, each blocking in
-//! `read` until the other answers, first both pinned to one core, then on
-//! two different cores. Every round trip is two wake-ups; the signing path
-//! has four per signature (client → daemon → card → daemon → client).
+//! Two threads bounce one byte over a Unix socket pair, each waiting for
+//! the other's byte as the module and the daemon wait for frames
+//! ([`read_when_ready`]), first both pinned to one core, then on two
+//! different cores. Every round trip is two wake-ups; the signing path has
+//! four hand-overs per signature (client → daemon → card → daemon →
+//! client).
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use mesign_proto::quiet_read::read_when_ready;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
@@ -58,13 +62,17 @@ pub fn pin_to(cpu: usize) -> nix::Result<()> {
     sched_setaffinity(Pid::from_raw(0), &set)
 }
 
+fn read_byte(stream: &UnixStream, byte: &mut [u8; 1]) -> Option<()> {
+    (read_when_ready(stream.as_fd(), byte, None).ok()? == 1).then_some(())
+}
+
 fn median_round_trip(ping_cpu: usize, pong_cpu: usize) -> Option<Duration> {
     let (mut ping, mut pong) = UnixStream::pair().ok()?;
     let echo = std::thread::spawn(move || -> Option<()> {
         pin_to(pong_cpu).ok()?;
         let mut byte = [0u8; 1];
         for _ in 0..ROUND_TRIPS as usize * BATCHES {
-            pong.read_exact(&mut byte).ok()?;
+            read_byte(&pong, &mut byte)?;
             pong.write_all(&byte).ok()?;
         }
         Some(())
@@ -78,7 +86,7 @@ fn median_round_trip(ping_cpu: usize, pong_cpu: usize) -> Option<Duration> {
             let start = Instant::now();
             for _ in 0..ROUND_TRIPS {
                 ping.write_all(&byte).ok()?;
-                ping.read_exact(&mut byte).ok()?;
+                read_byte(&ping, &mut byte)?;
             }
             batches.push(start.elapsed() / ROUND_TRIPS);
         }

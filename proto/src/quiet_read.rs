@@ -33,6 +33,11 @@ pub fn read_when_ready(
         wait_readable(fd, deadline)?;
         match recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
             Ok(n) => return Ok(n),
+            // Readable by `poll` yet nothing to read: the deadline still
+            // holds, so such a socket cannot keep the caller spinning.
+            Err(Errno::EAGAIN) if deadline.is_some_and(|at| Instant::now() >= at) => {
+                return Err(io::ErrorKind::WouldBlock.into())
+            }
             Err(Errno::EAGAIN | Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }

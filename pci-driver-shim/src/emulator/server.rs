@@ -191,13 +191,13 @@ fn run_session(
 
 impl Session {
     fn work(&self) {
-        let doorbell = match self.doorbell.exclusive_waiter() {
-            Ok(waiter) => waiter,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot wait on the doorbell");
-                return;
-            }
-        };
+        // Without an epoll descriptor (none left, say) the worker still
+        // serves, woken with the others by every doorbell.
+        let exclusive = self
+            .doorbell
+            .exclusive_waiter()
+            .inspect_err(|e| tracing::warn!(error = %e, "waiting on the doorbell with the others"))
+            .ok();
         while !self.ended.load(Ordering::Acquire) {
             while let Some(slot) = self.next_submission() {
                 self.busy.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +207,11 @@ impl Session {
             if self.poll_submissions() {
                 continue;
             }
-            match doorbell.wait(WORKER_TICK) {
+            let rung = match &exclusive {
+                Some(waiter) => waiter.wait(WORKER_TICK),
+                None => self.doorbell.wait(WORKER_TICK),
+            };
+            match rung {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
