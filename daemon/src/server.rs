@@ -30,7 +30,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesign_proto::quiet_read::read_when_ready;
 use mesign_proto::{
@@ -149,19 +149,23 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
         tracing::warn!(error = %e, "cannot set a write timeout; closing");
         return;
     }
-    let read_timeout = Cell::new(limits.hello_timeout);
+    // Hello must be in within the hello timeout, however the client
+    // spreads its bytes; after it, each wait may last the idle timeout.
+    let limit = Cell::new(match limits.hello_timeout {
+        Some(t) => ReadLimit::Until(Instant::now() + t),
+        None => ReadLimit::EachWait(None),
+    });
     let mut app = None;
     let reader = BufReader::with_capacity(
         16 * 1024,
         TimedReader {
             stream: &stream,
-            timeout: &read_timeout,
+            limit: &limit,
         },
     );
     let writer = BufWriter::with_capacity(16 * 1024, &stream);
-    // After Hello, the connection may stay silent for the idle timeout.
     let greeted = || {
-        read_timeout.set(limits.idle_timeout);
+        limit.set(ReadLimit::EachWait(limits.idle_timeout));
         true
     };
     serve_frames(&hsm, reader, writer, pid, &mut app, greeted, None);
@@ -171,17 +175,37 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
     tracing::debug!(pid, "connection closed");
 }
 
+/// How long reading a client's socket may wait.
+#[derive(Clone, Copy)]
+enum ReadLimit {
+    /// Until this moment, over all reads.
+    Until(Instant),
+    /// This long for each read (`None`: no limit).
+    EachWait(Option<Duration>),
+}
+
 /// A client's socket read with [`read_when_ready`], so that the thread
 /// waiting for the next request is not woken each time the client reads a
-/// reply; a wait longer than `timeout` fails as a socket read timeout does.
+/// reply; a read past its [`ReadLimit`] fails as a socket read timeout
+/// does.
 struct TimedReader<'a> {
     stream: &'a UnixStream,
-    timeout: &'a Cell<Option<Duration>>,
+    limit: &'a Cell<ReadLimit>,
 }
 
 impl Read for TimedReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        read_when_ready(self.stream.as_fd(), buf, self.timeout.get())
+        let timeout = match self.limit.get() {
+            ReadLimit::Until(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Some(left)
+            }
+            ReadLimit::EachWait(timeout) => timeout,
+        };
+        read_when_ready(self.stream.as_fd(), buf, timeout)
     }
 }
 

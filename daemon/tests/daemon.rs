@@ -662,6 +662,35 @@ fn connection_limit_and_hello_timeout_are_enforced() {
     assert!(matches!(first.ok(RequestBody::Slots), ReplyBody::Slots(_)));
 }
 
+/// The hello timeout bounds the whole wait for Hello: a client that sends
+/// a byte now and then, each well within the timeout, is still closed once
+/// the timeout has passed since it connected.
+#[test]
+fn a_client_dribbling_its_hello_is_closed_at_the_hello_timeout() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(dir.path(), "hello_timeout_secs = 1\n");
+    let mut c = UnixStream::connect(&daemon.socket).unwrap();
+    let connected = Instant::now();
+    // A length prefix announcing a large frame, then its body a byte at a
+    // time: the frame never completes.
+    c.write_all(&[0, 0, 1, 0]).unwrap();
+    loop {
+        if c.write_all(&[0]).is_err() || closed_by_daemon(&mut c, Duration::from_millis(300)) {
+            break;
+        }
+        assert!(
+            connected.elapsed() < Duration::from_secs(5),
+            "a dribbling client was kept past the hello timeout"
+        );
+    }
+    assert!(
+        connected.elapsed() >= Duration::from_millis(900),
+        "closed before the hello timeout, after {:?}",
+        connected.elapsed()
+    );
+}
+
 /// SIGTERM stops the daemon even when its socket file was removed under it
 /// (the accept loop is woken through the listening socket, not its path),
 /// and a client served before keeps being served until then.
