@@ -29,6 +29,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,20 +150,9 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
         tracing::warn!(error = %e, "cannot set a write timeout; closing");
         return;
     }
-    // Hello must be in within the hello timeout, however the client
-    // spreads its bytes; after it, each wait may last the idle timeout.
-    let limit = Cell::new(match limits.hello_timeout {
-        Some(t) => ReadLimit::Until(Instant::now() + t),
-        None => ReadLimit::EachWait(None),
-    });
+    let limit = ReadLimit::for_hello(&limits);
     let mut app = None;
-    let reader = BufReader::with_capacity(
-        16 * 1024,
-        TimedReader {
-            stream: &stream,
-            limit: &limit,
-        },
-    );
+    let reader = BufReader::with_capacity(16 * 1024, TimedSocket::new(&stream, limit.clone()));
     let writer = BufWriter::with_capacity(16 * 1024, &stream);
     let greeted = || {
         limit.set(ReadLimit::EachWait(limits.idle_timeout));
@@ -177,23 +167,41 @@ pub fn serve_connection(hsm: Arc<Hsm>, stream: UnixStream, allowed: &Allowed, li
 
 /// How long reading a client's socket may wait.
 #[derive(Clone, Copy)]
-enum ReadLimit {
+pub(crate) enum ReadLimit {
     /// Until this moment, over all reads.
     Until(Instant),
     /// This long for each read (`None`: no limit).
     EachWait(Option<Duration>),
 }
 
+impl ReadLimit {
+    /// The limit of a new connection: Hello must be in within the hello
+    /// timeout, however the client spreads its bytes. After Hello the
+    /// server sets [`ReadLimit::EachWait`] with the idle timeout.
+    pub(crate) fn for_hello(limits: &Limits) -> Rc<Cell<ReadLimit>> {
+        Rc::new(Cell::new(match limits.hello_timeout {
+            Some(t) => ReadLimit::Until(Instant::now() + t),
+            None => ReadLimit::EachWait(None),
+        }))
+    }
+}
+
 /// A client's socket read with [`read_when_ready`], so that the thread
 /// waiting for the next request is not woken each time the client reads a
 /// reply; a read past its [`ReadLimit`] fails as a socket read timeout
-/// does.
-struct TimedReader<'a> {
-    stream: &'a UnixStream,
-    limit: &'a Cell<ReadLimit>,
+/// does. Writes go straight to the socket.
+pub(crate) struct TimedSocket<S> {
+    socket: S,
+    limit: Rc<Cell<ReadLimit>>,
 }
 
-impl Read for TimedReader<'_> {
+impl<S> TimedSocket<S> {
+    pub(crate) fn new(socket: S, limit: Rc<Cell<ReadLimit>>) -> Self {
+        Self { socket, limit }
+    }
+}
+
+impl<S: AsFd> Read for TimedSocket<S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let timeout = match self.limit.get() {
             ReadLimit::Until(at) => {
@@ -205,7 +213,17 @@ impl Read for TimedReader<'_> {
             }
             ReadLimit::EachWait(timeout) => timeout,
         };
-        read_when_ready(self.stream.as_fd(), buf, timeout)
+        read_when_ready(self.socket.as_fd(), buf, timeout)
+    }
+}
+
+impl<S: Write> Write for TimedSocket<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.socket.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.socket.flush()
     }
 }
 

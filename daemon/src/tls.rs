@@ -38,7 +38,7 @@ use x509_cert::der::Decode;
 
 use crate::config::{Limits, TlsConfig};
 use crate::hsm::Hsm;
-use crate::server::{self, ReplicaService};
+use crate::server::{self, ReadLimit, ReplicaService, TimedSocket};
 
 /// id-ce-extKeyUsage.
 const EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
@@ -214,7 +214,9 @@ pub fn pid_of(cert: &[u8]) -> i32 {
 
 /// One TLS stream shared by the connection's buffered reader and writer,
 /// which take turns on its one thread.
-struct Shared(std::rc::Rc<std::cell::RefCell<StreamOwned<ServerConnection, TcpStream>>>);
+struct Shared(
+    std::rc::Rc<std::cell::RefCell<StreamOwned<ServerConnection, TimedSocket<TcpStream>>>>,
+);
 
 impl Read for Shared {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -240,7 +242,8 @@ pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// A connection whose handshake finished with a certificate under the
 /// domain CA.
 pub struct Verified {
-    stream: StreamOwned<ServerConnection, TcpStream>,
+    connection: ServerConnection,
+    tcp: TcpStream,
     cert: Vec<u8>,
     remote: String,
 }
@@ -304,7 +307,8 @@ pub fn handshake(
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec())?;
     Some(Verified {
-        stream: StreamOwned::new(connection, tcp),
+        connection,
+        tcp,
         cert,
         remote,
     })
@@ -320,27 +324,28 @@ pub fn serve_verified(
     limits: Limits,
 ) {
     let Verified {
-        stream,
+        connection,
+        tcp,
         cert,
         remote,
     } = verified;
-    if stream.sock.set_write_timeout(limits.write_timeout).is_err()
-        || stream.sock.set_read_timeout(limits.hello_timeout).is_err()
-    {
+    if tcp.set_write_timeout(limits.write_timeout).is_err() {
         return;
     }
     let kind = peer_kind(&cert);
     let pid = pid_of(&cert);
     tracing::debug!(%remote, ?kind, pid, "TLS connection");
     let replica = replica.filter(|_| kind == PeerKind::Box);
-    let idle = limits.idle_timeout;
-    let tcp = stream.sock.try_clone();
+    // As on the Unix socket: Hello within the hello timeout in all, then
+    // each wait at most the idle timeout.
+    let limit = ReadLimit::for_hello(&limits);
+    let stream = StreamOwned::new(connection, TimedSocket::new(tcp, limit.clone()));
     let shared = std::rc::Rc::new(std::cell::RefCell::new(stream));
     let reader = BufReader::with_capacity(16 * 1024, Shared(shared.clone()));
     let writer = BufWriter::with_capacity(16 * 1024, Shared(shared));
-    let greeted = || match &tcp {
-        Ok(tcp) => tcp.set_read_timeout(idle).is_ok(),
-        Err(_) => false,
+    let greeted = || {
+        limit.set(ReadLimit::EachWait(limits.idle_timeout));
+        true
     };
     server::serve_stream(&hsm, reader, writer, pid, greeted, replica);
     tracing::debug!(%remote, "TLS connection closed");

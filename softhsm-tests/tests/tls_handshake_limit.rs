@@ -4,12 +4,14 @@
 //! their certificate is verified. Twenty silent TCP connections against a
 //! daemon with `max_connections = 8` and `handshake_limit = 4`: the fifth
 //! and later are closed, and a Unix-socket client still connects, logs in
-//! and signs (RustCrypto verifies the signature). Ours only.
+//! and signs (RustCrypto verifies the signature). A client whose
+//! certificate was verified must still say Hello within the hello timeout
+//! in all, however it spaces its bytes. Ours only.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -156,12 +158,10 @@ fn attr(ty: u64, value: Vec<u8>) -> Attribute {
     Attribute { ty, value }
 }
 
-#[test]
-fn silent_tls_connections_do_not_keep_local_clients_out() {
-    binaries::require("mesign-hsm");
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path();
-    certificates(dir);
+/// A daemon in `dir` (with the certificates of [`certificates`]) that
+/// listens for TLS on a free port, with `settings` at the top of its
+/// configuration: the daemon, its TLS port and its Unix socket.
+fn tls_daemon(dir: &Path, settings: &str, handshake_limit: u32) -> (Daemon, u16, PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -171,7 +171,7 @@ fn silent_tls_connections_do_not_keep_local_clients_out() {
     std::fs::write(
         &config,
         format!(
-            "max_connections = 8\n\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\nhandshake_limit = 4\n",
+            "{settings}\n[tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\nhandshake_limit = {handshake_limit}\n",
             dir.join("box.crt").display(),
             dir.join("box.key").display(),
             dir.join("ca.crt").display(),
@@ -186,6 +186,19 @@ fn silent_tls_connections_do_not_keep_local_clients_out() {
         &[],
         &["--config".as_ref(), config.as_os_str()],
     );
+    eventually("the TLS listener accepts", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (daemon, port, socket)
+}
+
+#[test]
+fn silent_tls_connections_do_not_keep_local_clients_out() {
+    binaries::require("mesign-hsm");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    certificates(dir);
+    let (daemon, port, socket) = tls_daemon(dir, "max_connections = 8\n", 4);
     let init = Command::new(binaries::profile_dir().join("mesign-hsm"))
         .args(["token", "init", "--label", "limits"])
         .env("MESIGN_HSM_SOCKET", &socket)
@@ -199,9 +212,6 @@ fn silent_tls_connections_do_not_keep_local_clients_out() {
     // Twenty silent connections: four wait in their handshake, the rest
     // are closed at once.
     let mut silent = Vec::new();
-    eventually("the TLS listener accepts", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     for _ in 0..20 {
         silent.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
     }
@@ -273,4 +283,84 @@ fn silent_tls_connections_do_not_keep_local_clients_out() {
         .expect("the signature verifies");
     drop(silent);
     assert!(daemon.stop().success());
+}
+
+/// A client whose certificate was verified must still say Hello within the
+/// hello timeout in all: one that sends its first frame a byte at a time,
+/// each TLS record well within the timeout, is closed once the timeout has
+/// passed since its handshake.
+#[test]
+fn a_verified_tls_client_dribbling_its_hello_is_closed_at_the_hello_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    certificates(dir);
+    let (daemon, port, _) = tls_daemon(dir, "hello_timeout_secs = 1\n", 4);
+    let mut tls = tls_client(dir, port);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("handshake");
+    }
+    let verified = Instant::now();
+    // A length prefix announcing a large frame, then its body a byte at a
+    // time, each in a TLS record of its own: the frame never completes.
+    let send = |tls: &mut rustls::StreamOwned<_, TcpStream>, bytes: &[u8]| {
+        tls.write_all(bytes).and_then(|()| tls.flush()).is_ok()
+    };
+    assert!(send(&mut tls, &[0, 0, 1, 0]));
+    loop {
+        if !send(&mut tls, &[0]) || tls_closed(&mut tls, Duration::from_millis(300)) {
+            break;
+        }
+        assert!(
+            verified.elapsed() < Duration::from_secs(5),
+            "a dribbling TLS client was kept past the hello timeout"
+        );
+    }
+    assert!(
+        verified.elapsed() >= Duration::from_millis(900),
+        "closed before the hello timeout, after {:?}",
+        verified.elapsed()
+    );
+    assert!(daemon.stop().success());
+}
+
+/// A TLS client of the daemon in `dir` with the box certificate.
+fn tls_client(dir: &Path, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(dir.join("ca.crt")).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_file(dir.join("box.crt")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(dir.join("box.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// Whether the daemon closed the TLS connection within `wait` (it sends
+/// nothing before a whole request, so any end of the stream is the close).
+fn tls_closed(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    wait: Duration,
+) -> bool {
+    tls.sock.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    match tls.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the daemon answered an unfinished frame"),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
