@@ -107,6 +107,13 @@ pub enum Event {
         key: ObjectName,
         count: u64,
     },
+    /// C_WrapKey: `key` left the card, encrypted under `wrapping` with
+    /// `mechanism`.
+    KeyWrapped {
+        key: ObjectName,
+        wrapping: ObjectName,
+        mechanism: &'static str,
+    },
     /// The card made a new cloning domain (`domain create`).
     DomainCreated {
         domain_id: Vec<u8>,
@@ -163,6 +170,7 @@ impl Event {
             Event::ObjectCreated(_) => "object_created",
             Event::ObjectDestroyed(_) => "object_destroyed",
             Event::Signatures { .. } => "signatures",
+            Event::KeyWrapped { .. } => "key_wrapped",
             Event::DomainCreated { .. } => "domain_created",
             Event::DomainJoined { .. } => "domain_joined",
             Event::TlsCertificateSigned { .. } => "tls_certificate_signed",
@@ -197,6 +205,16 @@ impl Event {
             Event::Signatures { key, count } => {
                 let mut v = key.json();
                 v["count"] = json!(count);
+                v
+            }
+            Event::KeyWrapped {
+                key,
+                wrapping,
+                mechanism,
+            } => {
+                let mut v = key.json();
+                v["wrapping_key"] = wrapping.json();
+                v["mechanism"] = json!(mechanism);
                 v
             }
             Event::DomainCreated { domain_id, shares } => {

@@ -37,6 +37,7 @@ use pci_driver_shim::command::{
 
 use super::{created, object_name, Hsm};
 use crate::attributes::{self, unwrap_templates, AttrMap};
+use crate::audit::Event;
 use crate::card::CardFailure;
 use crate::error::HsmError;
 use crate::objects::{Object, ObjectTable};
@@ -58,24 +59,35 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let view = self.view(app, session)?;
         let slot = self.slot(view.slot)?;
-        let request = {
+        let (request, audited) = {
             let state = slot.read();
             let objects = &state.objects;
-            let (_, wrapper) = Self::resolve(objects, &view, wrapping)
+            let (wrapper_id, wrapper) = Self::resolve(objects, &view, wrapping)
                 .ok_or(HsmError::WrappingKeyHandleInvalid(wrapping))?;
             let wrapping_key = wrapping_key(objects, wrapper, mechanism)?;
-            let (_, target) =
+            let (target_id, target) =
                 Self::resolve(objects, &view, key).ok_or(HsmError::KeyHandleInvalid(key))?;
             let card_key = wrappable(wrapper, target, mechanism)?;
-            CardRequest::WrapKey {
+            let request = CardRequest::WrapKey {
                 algorithm: algorithm(mechanism)?,
                 wrapping: wrapping_key,
                 blob: card_key.blob.clone(),
                 policy: card_key.policy.clone(),
-            }
+            };
+            let audited = Event::KeyWrapped {
+                key: object_name(target_id, target),
+                wrapping: object_name(wrapper_id, wrapper),
+                mechanism: mechanism_name(mechanism),
+            };
+            (request, audited)
         };
         match slot.card.call(&request) {
-            Ok(CardResponse::Bytes(wrapped)) => Ok(wrapped),
+            Ok(CardResponse::Bytes(wrapped)) => {
+                // Key material leaves the card: on the record before the
+                // caller has it.
+                slot.audit(Some(app.pid), audited);
+                Ok(wrapped)
+            }
             Ok(_) => Err(HsmError::Card(CardFailure::UnexpectedResponse)),
             // RFC 3394 wraps whole 64-bit blocks; one RSA block holds
             // only so much.
@@ -177,6 +189,15 @@ fn algorithm(mechanism: &WrapMechanism) -> Result<WrapAlgorithm, HsmError> {
             }
         }
     })
+}
+
+/// How the audit log names a wrapping mechanism.
+fn mechanism_name(mechanism: &WrapMechanism) -> &'static str {
+    match mechanism {
+        WrapMechanism::AesKeyWrap => "AES key wrap (RFC 3394)",
+        WrapMechanism::AesKeyWrapPad => "AES key wrap with padding (RFC 5649)",
+        WrapMechanism::RsaOaep { .. } => "RSA-OAEP",
+    }
 }
 
 /// The PKCS#11 mechanisms a [`WrapMechanism`] may stand for, for

@@ -18,6 +18,7 @@ use crate::objects::FindOp;
 use crate::sign::SignOp;
 use crate::symmetric::SecretOps;
 use crate::verify::VerifyOp;
+use crate::wrap::PendingWrap;
 
 /// One open session as the module sees it.
 pub(crate) struct Session {
@@ -30,6 +31,8 @@ pub(crate) struct Session {
     pub decrypt: Option<DecryptOp>,
     /// Operations with secret keys (AES, HMAC, CMAC).
     pub secret: SecretOps,
+    /// A C_WrapKey result whose length was asked for.
+    pub pending_wrap: Option<PendingWrap>,
 }
 
 /// The application's open sessions.
@@ -53,6 +56,7 @@ impl Sessions {
             encrypt: None,
             decrypt: None,
             secret: SecretOps::default(),
+            pending_wrap: None,
         };
         self.map().insert(handle, Arc::new(Mutex::new(s)));
     }
@@ -94,8 +98,9 @@ impl Sessions {
         Ok(f(&mut guard))
     }
 
-    /// Ends every signing operation: after C_Logout the private keys they
-    /// hold are no longer usable.
+    /// Ends every signing operation and drops wrapped keys not yet
+    /// fetched: after C_Logout the private keys they hold are no longer
+    /// usable.
     pub(crate) fn end_sign_operations(&self) {
         let all: Vec<_> = self.map().values().cloned().collect();
         for s in all {
@@ -103,6 +108,7 @@ impl Sessions {
             s.sign = None;
             s.decrypt = None;
             s.secret = SecretOps::default();
+            s.pending_wrap = None;
         }
     }
 

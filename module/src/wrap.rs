@@ -7,9 +7,12 @@
 //! does the work. The module only reads the mechanism and its parameter.
 //!
 //! A C_WrapKey length query (NULL output) asks the card to wrap and
-//! answers the exact length: RFC 3394 and 5649 are deterministic and an
-//! OAEP block always has the modulus length, so the second call returns
-//! the same length. CKM_RSA_PKCS is not offered for wrapping (see the
+//! answers the exact length. The module keeps those wrapped bytes with the
+//! session ([`PendingWrap`]) and hands them out on the next C_WrapKey of
+//! the same key, wrapping key and mechanism, so the usual two calls wrap
+//! once: the daemon's audit log records one `key_wrapped` per wrap that
+//! reached the application. Any other C_WrapKey on the session drops them.
+//! CKM_RSA_PKCS is not offered for wrapping (see the
 //! daemon's `wrapping` module: it would make unwrapping a padding
 //! oracle): CKR_MECHANISM_INVALID.
 
@@ -19,7 +22,7 @@ use mesign_proto::{ReplyBody, RequestBody, WrapMechanism};
 use crate::attributes::template_to_wire;
 use crate::entry::with_library;
 use crate::error::Error;
-use crate::ffi::{self, write_out, OutBuf, RawMechanism, Template};
+use crate::ffi::{self, write_out, Fill, OutBuf, RawMechanism, Template};
 use crate::rsa_crypt::{crypt_mechanism, Crypt};
 
 /// Reads a wrapping mechanism and its parameter.
@@ -58,20 +61,62 @@ pub(crate) extern "C" fn fn_c_wrap_key(
     wrapped_len: *mut CK_ULONG,
 ) -> CK_RV {
     with_library(|lib| {
-        lib.sessions.check(session)?;
+        let pending = lib.sessions.with(session, |s| s.pending_wrap.take())?;
         let mechanism = wrap_mechanism(&ffi::mechanism(mechanism)?)?;
         let mut out = OutBuf::new(wrapped, wrapped_len)?;
-        let request = RequestBody::WrapKey {
-            session,
-            mechanism,
-            wrapping,
-            key,
+        let bytes = match pending {
+            Some(p) if !out.is_length_query() && p.is_for(&mechanism, wrapping, key) => p.bytes,
+            _ => {
+                let request = RequestBody::WrapKey {
+                    session,
+                    mechanism: mechanism.clone(),
+                    wrapping,
+                    key,
+                };
+                match lib.daemon.call(request)? {
+                    ReplyBody::Bytes(bytes) => bytes,
+                    _ => return Err(Error::Transport),
+                }
+            }
         };
-        match lib.daemon.call(request)? {
-            ReplyBody::Bytes(bytes) => out.put(&bytes).map(|_| ()),
-            _ => Err(Error::Transport),
+        let put = out.put(&bytes);
+        // Kept for the call that fetches them: after a length query, or a
+        // buffer too small.
+        if matches!(
+            put,
+            Ok(Fill::LengthOnly) | Err(Error::BufferTooSmall { .. })
+        ) {
+            let pending = PendingWrap {
+                mechanism,
+                wrapping,
+                key,
+                bytes,
+            };
+            lib.sessions
+                .with(session, |s| s.pending_wrap = Some(pending))?;
         }
+        put.map(|_| ())
     })
+}
+
+/// Wrapped bytes the application has been told the length of but has not
+/// fetched yet.
+pub(crate) struct PendingWrap {
+    mechanism: WrapMechanism,
+    wrapping: CK_OBJECT_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    bytes: Vec<u8>,
+}
+
+impl PendingWrap {
+    fn is_for(
+        &self,
+        mechanism: &WrapMechanism,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> bool {
+        self.mechanism == *mechanism && self.wrapping == wrapping && self.key == key
+    }
 }
 
 pub(crate) extern "C" fn fn_c_unwrap_key(

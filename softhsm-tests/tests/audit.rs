@@ -12,9 +12,11 @@ use std::process::{Command, Output};
 
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, CertificateType, ObjectClass};
+use cryptoki::object::{Attribute, CertificateType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
+use cryptoki_sys::{CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD, CKR_BUFFER_TOO_SMALL, CKR_OK};
 use sha2::Digest;
+use softhsm_tests::ffi::Output as Buffer;
 use softhsm_tests::keys::{self, KeySpec};
 use softhsm_tests::target::{pin, Kind, USER_PIN};
 use softhsm_tests::verify::{assert_genuine, sha256, Curve};
@@ -69,6 +71,8 @@ fn write_lines(path: &Path, lines: &[&str]) {
 
 #[test]
 fn events_are_logged_in_order_and_tampering_is_detected() {
+    const KEK: [u8; 32] = *b"audit test's key-encryption key!";
+    const EXPORTED: [u8; 32] = *b"an AES key the audit log records";
     let t = Target::blank(Kind::Mesign);
     t.init_token("audit-test");
     t.init_user_pin();
@@ -105,6 +109,62 @@ fn events_are_logged_in_order_and_tampering_is_detected() {
                 .expect("C_Sign");
             assert_genuine("ECDSA", &hash, |h| public.verify_ecdsa_prehash(h, &sig));
         }
+        // An extractable key leaves the card under a wrapping key; the
+        // wrapped bytes unwrap, with RustCrypto, to the key's value.
+        let secret = |label: &str, value: &[u8], wraps: bool| {
+            s.create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Value(value.to_vec()),
+                Attribute::Wrap(wraps),
+                Attribute::Extractable(!wraps),
+                Attribute::Sensitive(true),
+            ])
+            .expect("C_CreateObject secret key")
+        };
+        let kek = secret("audit-kek", &KEK, true);
+        let exported = secret("audit-exported", &EXPORTED, false);
+        let wrapped = s
+            .wrap_key(&Mechanism::AesKeyWrapPad, kek, exported)
+            .expect("C_WrapKey");
+        let mut unwrapped = [0u8; 32];
+        aes_kw::KekAes256::from(KEK)
+            .unwrap_with_padding(&wrapped, &mut unwrapped)
+            .expect("RFC 5649 unwrap");
+        assert_eq!(unwrapped, EXPORTED);
+        // The usual two calls (length, then bytes) wrap once; so do a length
+        // query, a short buffer and the bytes. A call for another mechanism
+        // wraps anew.
+        let raw = t.raw();
+        let wrap = |mechanism, output| {
+            raw.wrap_key(
+                s.handle(),
+                mechanism,
+                kek.handle(),
+                exported.handle(),
+                output,
+            )
+        };
+        let query = wrap(CKM_AES_KEY_WRAP_PAD, Buffer::Null);
+        let short = wrap(CKM_AES_KEY_WRAP_PAD, Buffer::Bytes(query.len as usize - 1));
+        let fetched = wrap(CKM_AES_KEY_WRAP_PAD, Buffer::Bytes(64));
+        assert_eq!(
+            (query.rv, short.rv, fetched.rv),
+            (CKR_OK, CKR_BUFFER_TOO_SMALL, CKR_OK)
+        );
+        assert_eq!(fetched.bytes, wrapped, "RFC 5649 is deterministic");
+        assert_eq!(wrap(CKM_AES_KEY_WRAP_PAD, Buffer::Null).rv, CKR_OK);
+        let other = wrap(CKM_AES_KEY_WRAP, Buffer::Bytes(64));
+        assert_eq!(other.rv, CKR_OK);
+        assert_eq!(
+            aes_kw::KekAes256::from(KEK)
+                .unwrap_vec(&other.bytes)
+                .unwrap(),
+            EXPORTED,
+            "the other mechanism's bytes, not the pending ones"
+        );
         public
     };
     drop(public);
@@ -132,6 +192,7 @@ fn events_are_logged_in_order_and_tampering_is_detected() {
         "certificate_imported",
         "object_destroyed",
         "pin_changed",
+        "key_wrapped",
         "signatures",
     ];
     let mut at = 0;
@@ -154,6 +215,17 @@ fn events_are_logged_in_order_and_tampering_is_detected() {
     assert_eq!(detail("certificate_imported")[0]["label"], "audit-cert");
     assert_eq!(detail("object_destroyed")[0]["label"], "audit-cert");
     assert_eq!(detail("pin_changed")[0]["user"], "user");
+    // One record per wrap: the two calls of cryptoki, the length query
+    // with its short buffer and fetch, then the query and the other
+    // mechanism's call.
+    let wrapped = &detail("key_wrapped")[..];
+    assert_eq!(wrapped.len(), 4, "{wrapped:?}");
+    assert_eq!(wrapped[0]["label"], "audit-exported");
+    assert_eq!(wrapped[0]["wrapping_key"]["label"], "audit-kek");
+    assert_eq!(
+        wrapped[0]["mechanism"],
+        "AES key wrap with padding (RFC 5649)"
+    );
     let signed: u64 = detail("signatures")
         .iter()
         .filter(|d| d["label"] == "audit-key")
