@@ -445,11 +445,24 @@ mod tests {
     fn callers_taking_turns_at_once_get_separate_pipes() {
         let dir = tempfile::tempdir().unwrap();
         let listener = UnixListener::bind(dir.path().join("s")).unwrap();
+        // The fake daemon greets every connection until told to stop, so a
+        // pipe opened where none should be fails the test instead of
+        // hanging it.
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let fake = std::thread::spawn(move || {
             let mut open = Vec::new();
             let mut buf = Vec::new();
-            for _connection in 0..2 {
-                let (mut s, _) = listener.accept().unwrap();
+            listener.set_nonblocking(true).unwrap();
+            while stopped.try_recv().is_err() {
+                let mut s = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::park_timeout(std::time::Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                };
+                s.set_nonblocking(false).unwrap();
                 let n = read_frame(&mut s, &mut buf).unwrap();
                 let req: Request = decode_frame_body(&buf[..n]).unwrap();
                 assert!(matches!(req.body, RequestBody::Hello { .. }));
@@ -473,7 +486,8 @@ mod tests {
         assert_eq!(first_pipe.in_flight(), 1);
         drop(third);
         assert_eq!(first_pipe.in_flight(), 0);
-        drop(fake.join().unwrap());
+        stop.send(()).unwrap();
+        assert_eq!(fake.join().unwrap().len(), 2, "connections opened");
     }
 
     /// True when the pooled connection's peer has hung up.
