@@ -170,7 +170,9 @@ impl Daemon {
     /// daemon, and beyond it they are pipelined and signed in batches.
     ///
     /// A request that could not be sent on a pipe the daemon closed (it
-    /// restarted) goes once more on a fresh one, as in [`Daemon::call`].
+    /// restarted) goes again on another pipe, as in [`Daemon::call`]. Every
+    /// pipe of the old daemon fails that way once and is dropped, so after
+    /// at most [`MAX_PIPES`] such failures the request goes on a fresh one.
     pub(crate) fn call_pipelined(&self, body: RequestBody) -> Result<ReplyBody, Error> {
         debug_assert!(!carries_secret(&body), "secrets go through the pool");
         if self.tls.is_some() {
@@ -178,7 +180,7 @@ impl Daemon {
         }
         let mut body = Some(body);
         let mut result = Err(Error::Transport);
-        for _attempt in 0..2 {
+        for _attempt in 0..=MAX_PIPES {
             let Some(request) = body.take() else { break };
             let claim = self.pipe()?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
